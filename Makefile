@@ -1,0 +1,122 @@
+# CAEM Workbench build.
+#
+#   make            build ./caem and build/libcaem.a
+#   make test       build and run every test (also under AddressSanitizer and
+#                   UndefinedBehaviorSanitizer); ends with "N passed, M failed"
+#   make demo       build and run the main job
+#   make bench      time a training step (beside the reference where installed)
+#   make clean      remove build outputs
+#
+# The first build installs missing Debian packages through tools/deps.sh.
+
+CC ?= gcc
+BUILD := build
+PKGS := openblas jansson
+
+# Recursive (=) so that pkg-config runs after tools/deps.sh installed the packages.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS = $(shell pkg-config --libs $(PKGS))
+WARNINGS := -Wall -Wextra -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
+            -Wno-unused-parameter
+BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -fopenmp $(WARNINGS) $(PKG_CFLAGS) -Isrc
+OPT_CFLAGS ?= -O2 -g
+SAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+              -fno-omit-frame-pointer
+LIBS = $(PKG_LIBS) -fopenmp -lm
+
+LIB_SRCS := $(filter-out src/main.c,$(wildcard src/*.c))
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
+SAN_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/asan/obj/%.o)
+TEST_SRCS := $(wildcard tests/test_*.c)
+TESTS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+SAN_TESTS := $(TEST_SRCS:tests/%.c=$(BUILD)/asan/tests/%)
+DEPS_STAMP := $(BUILD)/deps.stamp
+
+# CUDA: compiled and linked when nvcc is on the PATH.
+NVCC := $(shell command -v nvcc 2>/dev/null)
+ifneq ($(NVCC),)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CU_SRCS := $(wildcard kernels/*.cu)
+CU_OBJS := $(CU_SRCS:kernels/%.cu=$(BUILD)/cuda/%.o)
+NVCC_FLAGS := -O2 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+              -Xcompiler -Wall
+CUDA_CFLAGS := -DCAEM_HAVE_CUDA
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lpthread -lstdc++
+else
+CU_OBJS :=
+CUDA_CFLAGS :=
+CUDA_LIBS :=
+endif
+
+.PHONY: all test demo bench clean deps unit-tests cuda-note
+all: cuda-note caem $(BUILD)/libcaem.a
+
+cuda-note:
+ifeq ($(NVCC),)
+	@echo "build: nvcc not found on the PATH; building for the CPU only"
+endif
+
+$(DEPS_STAMP): tools/deps.sh
+	@mkdir -p $(BUILD)
+	@tools/deps.sh
+	@touch $@
+
+deps: $(DEPS_STAMP)
+
+$(BUILD)/obj/%.o: src/%.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(OPT_CFLAGS) $(CUDA_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/asan/obj/%.o: src/%.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(SAN_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/cuda/%.o: kernels/%.cu src/cuda_device.h
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
+
+$(BUILD)/libcaem.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/asan/libcaem.a: $(SAN_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+caem: $(BUILD)/obj/main.o $(BUILD)/libcaem.a $(CU_OBJS)
+	$(CC) $(OPT_CFLAGS) -o $@ $^ $(LIBS) $(CUDA_LIBS)
+
+$(BUILD)/obj/main.o: src/main.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(OPT_CFLAGS) $(CUDA_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libcaem.a
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(OPT_CFLAGS) -o $@ $< $(BUILD)/libcaem.a $(LIBS)
+
+$(BUILD)/asan/tests/%: tests/%.c tests/test.h $(BUILD)/asan/libcaem.a
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(SAN_CFLAGS) -o $@ $< $(BUILD)/asan/libcaem.a $(LIBS)
+
+unit-tests: $(TESTS) $(SAN_TESTS)
+
+# Tests read fixtures relative to the repository root. The sanitizer run
+# repeats every program under CAEM_TEST_VARIANT=asan so that its result lines
+# are told apart.
+test: all unit-tests
+	@CAEM_ROOT=$(CURDIR) tests/run.sh $(TESTS) --variant asan $(SAN_TESTS)
+
+demo: all
+	./caem demo
+
+$(BUILD)/bench/bench_step: bench/bench_step.c $(BUILD)/libcaem.a
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(OPT_CFLAGS) -o $@ $< $(BUILD)/libcaem.a $(LIBS)
+
+bench: all $(BUILD)/bench/bench_step
+	bench/run.sh $(BUILD)/bench/bench_step
+
+clean:
+	rm -rf $(BUILD) caem
+
+-include $(LIB_OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(BUILD)/obj/main.d

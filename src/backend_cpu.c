@@ -1,0 +1,693 @@
+/* CPU backend: the reference implementation of every operation.
+ *
+ * GEMMs go to OpenBLAS; loops over rows use OpenMP. Reductions that decide a
+ * loss accumulate in double so that the result does not depend on the number
+ * of threads beyond float rounding of the inputs. */
+#include "backend.h"
+
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "rng.h"
+
+/* Below this many multiply-adds a loop is not worth a parallel region. */
+#define PARALLEL_MIN_WORK 32768
+
+static void *cpu_alloc(size_t bytes)
+{
+    /* 64-byte alignment for vector loads; rounded up as aligned_alloc requires. */
+    size_t rounded = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, rounded > 0 ? rounded : 64);
+    if (p != NULL)
+        memset(p, 0, rounded > 0 ? rounded : 64);
+    return p;
+}
+
+static void cpu_free(void *ptr)
+{
+    free(ptr);
+}
+
+static void cpu_zero(void *ptr, size_t bytes)
+{
+    memset(ptr, 0, bytes);
+}
+
+static void cpu_copy(void *dst, const void *src, size_t bytes)
+{
+    memmove(dst, src, bytes);
+}
+
+static void cpu_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
+                     int lda, const float *b, int ldb, float beta, float *c, int ldc)
+{
+    if (m == 0 || n == 0)
+        return;
+    if (k == 0) {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+                c[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[(size_t)i * ldc + j];
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                ldc);
+}
+
+static void cpu_grouped_gemm_nt(int groups, const int *offsets, int n, int k, const float *a,
+                                const float *w, size_t w_stride, float *c)
+{
+    for (int g = 0; g < groups; g++) {
+        int rows = offsets[g + 1] - offsets[g];
+        if (rows == 0)
+            continue;
+        cpu_gemm(0, 1, rows, n, k, 1.0f, a + (size_t)offsets[g] * k, k, w + g * w_stride, k,
+                 0.0f, c + (size_t)offsets[g] * n, n);
+    }
+}
+
+static void cpu_grouped_gemm_nn(int groups, const int *offsets, int n, int k, const float *a,
+                                const float *w, size_t w_stride, float *c)
+{
+    for (int g = 0; g < groups; g++) {
+        int rows = offsets[g + 1] - offsets[g];
+        if (rows == 0)
+            continue;
+        cpu_gemm(0, 0, rows, n, k, 1.0f, a + (size_t)offsets[g] * k, k, w + g * w_stride, n,
+                 0.0f, c + (size_t)offsets[g] * n, n);
+    }
+}
+
+static void cpu_grouped_gemm_tn(int groups, const int *offsets, int m, int n, const float *dy,
+                                const float *x, float *dw, size_t dw_stride)
+{
+    for (int g = 0; g < groups; g++) {
+        int rows = offsets[g + 1] - offsets[g];
+        if (rows == 0)
+            continue;
+        cpu_gemm(1, 0, m, n, rows, 1.0f, dy + (size_t)offsets[g] * m, m,
+                 x + (size_t)offsets[g] * n, n, 1.0f, dw + g * dw_stride, n);
+    }
+}
+
+static void cpu_add(float *y, const float *x, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN_WORK)
+    for (size_t i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
+static void cpu_scale(float *y, float alpha, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN_WORK)
+    for (size_t i = 0; i < n; i++)
+        y[i] *= alpha;
+}
+
+static void cpu_relu_forward(float *x, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN_WORK)
+    for (size_t i = 0; i < n; i++)
+        x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+static void cpu_relu_backward(const float *y, float *dy, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN_WORK)
+    for (size_t i = 0; i < n; i++)
+        if (!(y[i] > 0.0f))
+            dy[i] = 0.0f;
+}
+
+static void cpu_dropout(float *x, size_t n, const struct dropout_spec *spec)
+{
+    if (spec == NULL || spec->p <= 0.0f)
+        return;
+    float keep_scale = 1.0f / (1.0f - spec->p);
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN_WORK / 16)
+    for (size_t i = 0; i < n; i++) {
+        float u = rng_uniform(spec->seed, spec->offset + i);
+        x[i] = u >= spec->p ? x[i] * keep_scale : 0.0f;
+    }
+}
+
+static void cpu_jitter(float *x, size_t n, float eps, uint64_t seed, uint64_t offset,
+                       int divide)
+{
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN_WORK / 16)
+    for (size_t i = 0; i < n; i++) {
+        float u = 1.0f - eps + 2.0f * eps * rng_uniform(seed, offset + i);
+        x[i] = divide ? x[i] / u : x[i] * u;
+    }
+}
+
+static void cpu_embedding_forward(const float *table, const int32_t *ids, int n, int d,
+                                  float *out)
+{
+#pragma omp parallel for schedule(static) if ((size_t)n * d > PARALLEL_MIN_WORK)
+    for (int i = 0; i < n; i++)
+        memcpy(out + (size_t)i * d, table + (size_t)ids[i] * d, sizeof(float) * d);
+}
+
+static void cpu_embedding_backward(const float *dout, const int32_t *ids, int n, int d,
+                                   float *dtable)
+{
+    /* Sequential: rows with the same id would race. */
+    for (int i = 0; i < n; i++) {
+        float *row = dtable + (size_t)ids[i] * d;
+        const float *src = dout + (size_t)i * d;
+        for (int j = 0; j < d; j++)
+            row[j] += src[j];
+    }
+}
+
+static void cpu_rmsnorm_forward(const float *x, const float *w, int rows, int d, float eps,
+                                float *y, float *rinv)
+{
+#pragma omp parallel for schedule(static) if ((size_t)rows * d > PARALLEL_MIN_WORK)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * d;
+        float *yr = y + (size_t)r * d;
+        double sum = 0.0;
+        for (int j = 0; j < d; j++)
+            sum += (double)xr[j] * xr[j];
+        float variance = (float)(sum / d);
+        float inv = 1.0f / sqrtf(variance + eps);
+        rinv[r] = inv;
+        for (int j = 0; j < d; j++)
+            yr[j] = w[j] * (xr[j] * inv);
+    }
+}
+
+static void cpu_rmsnorm_backward(const float *dy, const float *x, const float *w,
+                                 const float *rinv, int rows, int d, float *dx, float *dw)
+{
+    /* y_j = w_j x_j r with r = (mean(x^2) + eps)^-1/2, so
+     * dx_j = r w_j dy_j - x_j r^3 / d * sum_k w_k dy_k x_k. */
+#pragma omp parallel for schedule(static) if ((size_t)rows * d > PARALLEL_MIN_WORK)
+    for (int r = 0; r < rows; r++) {
+        const float *dyr = dy + (size_t)r * d;
+        const float *xr = x + (size_t)r * d;
+        float *dxr = dx + (size_t)r * d;
+        double dot = 0.0;
+        for (int j = 0; j < d; j++)
+            dot += (double)w[j] * dyr[j] * xr[j];
+        float inv = rinv[r];
+        float coef = (float)(dot * inv * inv * inv / d);
+        for (int j = 0; j < d; j++)
+            dxr[j] += inv * w[j] * dyr[j] - xr[j] * coef;
+    }
+    /* The weight gradient sums over rows; columns are independent. */
+#pragma omp parallel for schedule(static) if ((size_t)rows * d > PARALLEL_MIN_WORK)
+    for (int j = 0; j < d; j++) {
+        double sum = 0.0;
+        for (int r = 0; r < rows; r++)
+            sum += (double)dy[(size_t)r * d + j] * x[(size_t)r * d + j] * rinv[r];
+        dw[j] += (float)sum;
+    }
+}
+
+static void cpu_position_bias_forward(const float *table, const int32_t *buckets, int heads,
+                                      int tq, int tk, float *bias)
+{
+    for (int h = 0; h < heads; h++)
+        for (int i = 0; i < tq; i++)
+            for (int j = 0; j < tk; j++)
+                bias[((size_t)h * tq + i) * tk + j] =
+                    table[(size_t)buckets[(size_t)i * tk + j] * heads + h];
+}
+
+static void cpu_position_bias_backward(const float *dbias, const int32_t *buckets, int heads,
+                                       int tq, int tk, float *dtable)
+{
+    for (int h = 0; h < heads; h++)
+        for (int i = 0; i < tq; i++)
+            for (int j = 0; j < tk; j++)
+                dtable[(size_t)buckets[(size_t)i * tk + j] * heads + h] +=
+                    dbias[((size_t)h * tq + i) * tk + j];
+}
+
+/* Offsets of head h of sequence b in the [B*T, H*K] layouts. */
+static inline size_t head_offset(int b, int h, int t, int ld, int d_kv)
+{
+    return (size_t)b * t * ld + (size_t)h * d_kv;
+}
+
+static void cpu_attention_forward(const struct attention_shape *s, const float *q,
+                                  const float *k, const float *v, const float *bias,
+                                  const int32_t *key_mask, float *probs, float *dropped,
+                                  float *ctx, const struct dropout_spec *drop)
+{
+    int B = s->batch, H = s->heads, Tq = s->tq, Tk = s->tk, K = s->d_kv;
+    size_t plane = (size_t)Tq * Tk;
+
+    /* scores = Q K^T per (sequence, head) */
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            cpu_gemm(0, 1, Tq, Tk, K, 1.0f, q + head_offset(b, h, Tq, s->ldq, K), s->ldq,
+                     k + head_offset(b, h, Tk, s->ldk, K), s->ldk, 0.0f,
+                     probs + ((size_t)b * H + h) * plane, Tk);
+
+    /* Bias, masks and softmax per row. A masked score gets -FLT_MAX added to
+     * its bias before the bias is added, as the reference does, so that a row
+     * with every key masked becomes uniform rather than NaN. */
+    int rows = B * H * Tq;
+#pragma omp parallel for schedule(static) if ((size_t)rows * Tk > PARALLEL_MIN_WORK)
+    for (int r = 0; r < rows; r++) {
+        int i = r % Tq;
+        int h = (r / Tq) % H;
+        int b = r / (Tq * H);
+        float *row = probs + (size_t)r * Tk;
+        float max = -INFINITY;
+        for (int j = 0; j < Tk; j++) {
+            float pb = bias != NULL ? bias[((size_t)h * Tq + i) * Tk + j] : 0.0f;
+            int masked = (key_mask != NULL && key_mask[(size_t)b * Tk + j] == 0) ||
+                         (s->causal && j > i);
+            if (masked)
+                pb += -FLT_MAX;
+            row[j] += pb;
+            if (row[j] > max)
+                max = row[j];
+        }
+        float sum = 0.0f;
+        for (int j = 0; j < Tk; j++) {
+            row[j] = expf(row[j] - max);
+            sum += row[j];
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < Tk; j++)
+            row[j] *= inv;
+    }
+
+    const float *weights = probs;
+    if (drop != NULL && drop->p > 0.0f) {
+        memcpy(dropped, probs, sizeof(float) * rows * Tk);
+        cpu_dropout(dropped, (size_t)rows * Tk, drop);
+        weights = dropped;
+    }
+
+    /* context = weights V */
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            cpu_gemm(0, 0, Tq, K, Tk, 1.0f, weights + ((size_t)b * H + h) * plane, Tk,
+                     v + head_offset(b, h, Tk, s->ldv, K), s->ldv, 0.0f,
+                     ctx + head_offset(b, h, Tq, s->ldc, K), s->ldc);
+}
+
+static void cpu_attention_backward(const struct attention_shape *s, const float *q,
+                                   const float *k, const float *v, const float *probs,
+                                   const float *dropped, const float *dctx, float *dq,
+                                   float *dk, float *dv, float *dbias, float *scratch,
+                                   const struct dropout_spec *drop)
+{
+    int B = s->batch, H = s->heads, Tq = s->tq, Tk = s->tk, K = s->d_kv;
+    size_t plane = (size_t)Tq * Tk;
+    int use_drop = drop != NULL && drop->p > 0.0f;
+    const float *weights = use_drop ? dropped : probs;
+
+    /* dV = W^T dC and dW = dC V^T per (sequence, head) */
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const float *dc = dctx + head_offset(b, h, Tq, s->ldc, K);
+            cpu_gemm(1, 0, Tk, K, Tq, 1.0f, weights + ((size_t)b * H + h) * plane, Tk, dc,
+                     s->ldc, 0.0f, dv + head_offset(b, h, Tk, s->ldv, K), s->ldv);
+            cpu_gemm(0, 1, Tq, Tk, K, 1.0f, dc, s->ldc, v + head_offset(b, h, Tk, s->ldv, K),
+                     s->ldv, 0.0f, scratch + ((size_t)b * H + h) * plane, Tk);
+        }
+
+    /* through dropout, then the softmax: dS = P * (dP - sum_j dP_j P_j) */
+    int rows = B * H * Tq;
+    if (use_drop)
+        cpu_dropout(scratch, (size_t)rows * Tk, drop);
+#pragma omp parallel for schedule(static) if ((size_t)rows * Tk > PARALLEL_MIN_WORK)
+    for (int r = 0; r < rows; r++) {
+        float *ds = scratch + (size_t)r * Tk;
+        const float *p = probs + (size_t)r * Tk;
+        double dot = 0.0;
+        for (int j = 0; j < Tk; j++)
+            dot += (double)ds[j] * p[j];
+        for (int j = 0; j < Tk; j++)
+            ds[j] = p[j] * (ds[j] - (float)dot);
+    }
+
+    /* the bias is shared by every sequence of the batch */
+    if (dbias != NULL) {
+#pragma omp parallel for schedule(static) if ((size_t)rows * Tk > PARALLEL_MIN_WORK)
+        for (int hi = 0; hi < H * Tq; hi++) {
+            int h = hi / Tq, i = hi % Tq;
+            float *out = dbias + ((size_t)h * Tq + i) * Tk;
+            for (int b = 0; b < B; b++) {
+                const float *ds = scratch + (((size_t)b * H + h) * Tq + i) * Tk;
+                for (int j = 0; j < Tk; j++)
+                    out[j] += ds[j];
+            }
+        }
+    }
+
+    /* dQ = dS K and dK = dS^T Q */
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const float *ds = scratch + ((size_t)b * H + h) * plane;
+            cpu_gemm(0, 0, Tq, K, Tk, 1.0f, ds, Tk, k + head_offset(b, h, Tk, s->ldk, K),
+                     s->ldk, 0.0f, dq + head_offset(b, h, Tq, s->ldq, K), s->ldq);
+            cpu_gemm(1, 0, Tk, K, Tq, 1.0f, ds, Tk, q + head_offset(b, h, Tq, s->ldq, K),
+                     s->ldq, 0.0f, dk + head_offset(b, h, Tk, s->ldk, K), s->ldk);
+        }
+}
+
+static void cpu_route_top1(const struct route_shape *s, const float *logits,
+                           int skipped_assigned, float *probs, int32_t *expert, int32_t *kept,
+                           int32_t *assigned, float *pmax, int32_t *perm, int32_t *slot_of,
+                           int *offsets, int64_t *kept_counts, int64_t *dropped_counts)
+{
+    int B = s->batch, T = s->tokens, E = s->experts;
+    int n = B * T;
+
+    /* softmax and argmax per token */
+#pragma omp parallel for schedule(static) if ((size_t)n * E > PARALLEL_MIN_WORK)
+    for (int t = 0; t < n; t++) {
+        const float *l = logits + (size_t)t * E;
+        float *p = probs + (size_t)t * E;
+        float max = l[0];
+        for (int e = 1; e < E; e++)
+            if (l[e] > max)
+                max = l[e];
+        float sum = 0.0f;
+        for (int e = 0; e < E; e++) {
+            p[e] = expf(l[e] - max);
+            sum += p[e];
+        }
+        float inv = 1.0f / sum;
+        int best = 0;
+        for (int e = 0; e < E; e++) {
+            p[e] *= inv;
+            if (p[e] > p[best])
+                best = e;
+        }
+        expert[t] = best;
+        pmax[t] = p[best];
+    }
+
+    /* capacity, per sequence in token order */
+    int *seen = calloc((size_t)E, sizeof *seen);
+    for (int e = 0; e < E; e++) {
+        kept_counts[e] = 0;
+        dropped_counts[e] = 0;
+    }
+    for (int b = 0; b < B; b++) {
+        memset(seen, 0, sizeof(int) * E);
+        for (int i = 0; i < T; i++) {
+            int t = b * T + i;
+            int e = expert[t];
+            seen[e]++;
+            kept[t] = seen[e] <= s->capacity;
+            assigned[t] = kept[t] ? e : skipped_assigned;
+            if (kept[t])
+                kept_counts[e]++;
+            else
+                dropped_counts[e]++;
+        }
+    }
+    free(seen);
+
+    /* dispatch: kept tokens grouped by expert, token order within a group */
+    offsets[0] = 0;
+    for (int e = 0; e < E; e++)
+        offsets[e + 1] = offsets[e] + (int)kept_counts[e];
+    int *fill = malloc(sizeof(int) * (size_t)E);
+    memcpy(fill, offsets, sizeof(int) * E);
+    for (int t = 0; t < n; t++) {
+        slot_of[t] = -1;
+        if (kept[t]) {
+            slot_of[t] = fill[expert[t]];
+            perm[fill[expert[t]]++] = t;
+        }
+    }
+    free(fill);
+}
+
+static void cpu_gather_rows(const float *src, const int32_t *perm, int n, int d, float *dst)
+{
+#pragma omp parallel for schedule(static) if ((size_t)n * d > PARALLEL_MIN_WORK)
+    for (int i = 0; i < n; i++)
+        memcpy(dst + (size_t)i * d, src + (size_t)perm[i] * d, sizeof(float) * d);
+}
+
+static void cpu_scatter_add_rows(const float *src, const int32_t *perm, int n, int d,
+                                 float *dst)
+{
+#pragma omp parallel for schedule(static) if ((size_t)n * d > PARALLEL_MIN_WORK)
+    for (int i = 0; i < n; i++) {
+        float *row = dst + (size_t)perm[i] * d;
+        const float *s = src + (size_t)i * d;
+        for (int j = 0; j < d; j++)
+            row[j] += s[j];
+    }
+}
+
+static void cpu_moe_combine(int n, int d, const float *y, const int32_t *slot_of,
+                            const float *pmax, const float *x, int skip_identity, float *out)
+{
+#pragma omp parallel for schedule(static) if ((size_t)n * d > PARALLEL_MIN_WORK)
+    for (int t = 0; t < n; t++) {
+        float *o = out + (size_t)t * d;
+        const float *src = NULL;
+        if (slot_of[t] >= 0)
+            src = y + (size_t)slot_of[t] * d;
+        else if (skip_identity)
+            src = x + (size_t)t * d;
+        if (src == NULL) {
+            memset(o, 0, sizeof(float) * d);
+            continue;
+        }
+        for (int j = 0; j < d; j++)
+            o[j] = pmax[t] * src[j];
+    }
+}
+
+static void cpu_moe_combine_backward(int n, int d, const float *dout, const float *y,
+                                     const int32_t *slot_of, const float *pmax,
+                                     const float *x, int skip_identity, float *dy, float *dx,
+                                     float *dpmax)
+{
+#pragma omp parallel for schedule(static) if ((size_t)n * d > PARALLEL_MIN_WORK)
+    for (int t = 0; t < n; t++) {
+        const float *g = dout + (size_t)t * d;
+        const float *src = NULL;
+        float *dst = NULL;
+        if (slot_of[t] >= 0) {
+            src = y + (size_t)slot_of[t] * d;
+            dst = dy + (size_t)slot_of[t] * d;
+        } else if (skip_identity) {
+            src = x + (size_t)t * d;
+        }
+        if (src == NULL) {
+            dpmax[t] = 0.0f;
+            continue;
+        }
+        double dot = 0.0;
+        for (int j = 0; j < d; j++)
+            dot += (double)g[j] * src[j];
+        dpmax[t] = (float)dot;
+        if (dst != NULL) {
+            for (int j = 0; j < d; j++)
+                dst[j] = pmax[t] * g[j];
+        } else {
+            float *dxr = dx + (size_t)t * d;
+            for (int j = 0; j < d; j++)
+                dxr[j] += pmax[t] * g[j];
+        }
+    }
+}
+
+static void cpu_router_pmax_backward(int n, int experts, const float *probs,
+                                     const int32_t *expert, const float *dpmax,
+                                     float *dlogits)
+{
+    /* pmax = p_k with k = argmax; d p_k / d l_j = p_k ([j == k] - p_j). */
+#pragma omp parallel for schedule(static) if ((size_t)n * experts > PARALLEL_MIN_WORK)
+    for (int t = 0; t < n; t++) {
+        const float *p = probs + (size_t)t * experts;
+        float *dl = dlogits + (size_t)t * experts;
+        int k = expert[t];
+        float g = dpmax[t] * p[k];
+        for (int j = 0; j < experts; j++)
+            dl[j] += g * ((j == k ? 1.0f : 0.0f) - p[j]);
+    }
+}
+
+static double cpu_router_z_loss(int n, int experts, const float *logits, double grad_scale,
+                                float *dlogits)
+{
+    double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total) \
+    if ((size_t)n * experts > PARALLEL_MIN_WORK)
+    for (int t = 0; t < n; t++) {
+        const float *l = logits + (size_t)t * experts;
+        float *dl = dlogits + (size_t)t * experts;
+        float max = l[0];
+        for (int e = 1; e < experts; e++)
+            if (l[e] > max)
+                max = l[e];
+        double sum = 0.0;
+        for (int e = 0; e < experts; e++)
+            sum += exp((double)l[e] - max);
+        double lse = max + log(sum);
+        total += lse * lse;
+        /* d(lse^2)/dl_e = 2 lse softmax_e */
+        for (int e = 0; e < experts; e++)
+            dl[e] += (float)(grad_scale * 2.0 * lse * exp((double)l[e] - lse));
+    }
+    return total;
+}
+
+static void cpu_balance_accumulate(int batch, int tokens, int experts, const float *probs,
+                                   const int32_t *assigned, double *counts, double *prob_sums)
+{
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < tokens; i++) {
+            size_t t = (size_t)b * tokens + i;
+            if (assigned[t] >= 0)
+                counts[(size_t)b * experts + assigned[t]] += 1.0;
+            for (int e = 0; e < experts; e++)
+                prob_sums[(size_t)b * experts + e] += probs[t * experts + e];
+        }
+}
+
+static void cpu_balance_backward(int batch, int tokens, int experts, const float *probs,
+                                 const double *dprob, float *dlogits)
+{
+    int n = batch * tokens;
+#pragma omp parallel for schedule(static) if ((size_t)n * experts > PARALLEL_MIN_WORK)
+    for (int t = 0; t < n; t++) {
+        const float *p = probs + (size_t)t * experts;
+        const double *g = dprob + (size_t)(t / tokens) * experts;
+        float *dl = dlogits + (size_t)t * experts;
+        double dot = 0.0;
+        for (int e = 0; e < experts; e++)
+            dot += g[e] * p[e];
+        for (int e = 0; e < experts; e++)
+            dl[e] += (float)(p[e] * (g[e] - dot));
+    }
+}
+
+static double cpu_cross_entropy(int n, int vocab, const float *logits, const int32_t *labels,
+                                float scale, float *dlogits)
+{
+    double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total) \
+    if ((size_t)n * vocab > PARALLEL_MIN_WORK)
+    for (int t = 0; t < n; t++) {
+        const float *l = logits + (size_t)t * vocab;
+        float *dl = dlogits + (size_t)t * vocab;
+        if (labels[t] < 0) {
+            memset(dl, 0, sizeof(float) * vocab);
+            continue;
+        }
+        float max = l[0];
+        for (int j = 1; j < vocab; j++)
+            if (l[j] > max)
+                max = l[j];
+        double sum = 0.0;
+        for (int j = 0; j < vocab; j++)
+            sum += exp((double)l[j] - max);
+        double lse = max + log(sum);
+        total += lse - l[labels[t]];
+        for (int j = 0; j < vocab; j++)
+            dl[j] = (float)(scale * exp((double)l[j] - lse));
+        dl[labels[t]] -= scale;
+    }
+    return total;
+}
+
+static void cpu_adamw(float *param, const float *grad, float *m, float *v, size_t n, float lr,
+                      float beta1, float beta2, float eps, float weight_decay, long step)
+{
+    /* The order of torch.optim.AdamW (single-tensor path): decay the
+     * parameter, update the moments, then step by lr / (1 - beta1^t) times
+     * m / (sqrt(v) / sqrt(1 - beta2^t) + eps). */
+    double bias1 = 1.0 - pow(beta1, (double)step);
+    double bias2 = 1.0 - pow(beta2, (double)step);
+    float step_size = (float)(lr / bias1);
+    float bias2_sqrt = (float)sqrt(bias2);
+    float decay = 1.0f - lr * weight_decay;
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN_WORK)
+    for (size_t i = 0; i < n; i++) {
+        float g = grad[i];
+        param[i] *= decay;
+        m[i] = beta1 * m[i] + (1.0f - beta1) * g;
+        v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
+        float denom = sqrtf(v[i]) / bias2_sqrt + eps;
+        param[i] -= step_size * m[i] / denom;
+    }
+}
+
+static double cpu_sum_squares(const float *x, size_t n)
+{
+    double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total) if (n > PARALLEL_MIN_WORK)
+    for (size_t i = 0; i < n; i++)
+        total += (double)x[i] * x[i];
+    return total;
+}
+
+static const struct backend cpu_backend = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .zero = cpu_zero,
+    .copy = cpu_copy,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .gemm = cpu_gemm,
+    .grouped_gemm_nt = cpu_grouped_gemm_nt,
+    .grouped_gemm_nn = cpu_grouped_gemm_nn,
+    .grouped_gemm_tn = cpu_grouped_gemm_tn,
+    .add = cpu_add,
+    .scale = cpu_scale,
+    .relu_forward = cpu_relu_forward,
+    .relu_backward = cpu_relu_backward,
+    .dropout = cpu_dropout,
+    .jitter = cpu_jitter,
+    .embedding_forward = cpu_embedding_forward,
+    .embedding_backward = cpu_embedding_backward,
+    .rmsnorm_forward = cpu_rmsnorm_forward,
+    .rmsnorm_backward = cpu_rmsnorm_backward,
+    .position_bias_forward = cpu_position_bias_forward,
+    .position_bias_backward = cpu_position_bias_backward,
+    .attention_forward = cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .route_top1 = cpu_route_top1,
+    .gather_rows = cpu_gather_rows,
+    .scatter_add_rows = cpu_scatter_add_rows,
+    .moe_combine = cpu_moe_combine,
+    .moe_combine_backward = cpu_moe_combine_backward,
+    .router_pmax_backward = cpu_router_pmax_backward,
+    .router_z_loss = cpu_router_z_loss,
+    .balance_accumulate = cpu_balance_accumulate,
+    .balance_backward = cpu_balance_backward,
+    .cross_entropy = cpu_cross_entropy,
+    .adamw = cpu_adamw,
+    .sum_squares = cpu_sum_squares,
+};
+
+const struct backend *backend_cpu(void)
+{
+    return &cpu_backend;
+}
+
+void backend_cpu_set_threads(int threads)
+{
+    if (threads <= 0)
+        return;
+    openblas_set_num_threads(threads);
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#endif
+}

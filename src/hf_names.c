@@ -1,0 +1,107 @@
+#include "hf_names.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int write_name(char *out, size_t size, struct caem_error *err, const char *hf_name,
+                      const char *fmt, const char *stack, int block, const char *rest)
+{
+    int n = snprintf(out, size, fmt, stack, block, rest);
+    if (n < 0 || (size_t)n >= size)
+        return caem_fail(err, "tensor name for '%s' does not fit in %zu bytes", hf_name, size);
+    return 0;
+}
+
+/* Maps the part after "<stack>.block.<i>.layer.<j>." */
+static int map_block_tensor(const struct model_config *cfg, int decoder, int block, int sub,
+                            const char *rest, char *out, size_t size, const char *hf_name,
+                            struct caem_error *err)
+{
+    const char *stack = decoder ? "decoder" : "encoder";
+    int layers = decoder ? cfg->decoder_layers : cfg->encoder_layers;
+    if (block < 0 || block >= layers)
+        return caem_fail(err, "'%s': the %s has %d blocks", hf_name, stack, layers);
+    int ff_sub = decoder ? 2 : 1;
+    char leaf[64];
+    const char *attention = NULL;
+    if (sub == 0)
+        attention = "self_attention";
+    else if (decoder && sub == 1)
+        attention = "cross_attention";
+    if (attention != NULL) {
+        const char *module = sub == 0 ? "SelfAttention." : "EncDecAttention.";
+        size_t len = strlen(module);
+        if (strcmp(rest, "layer_norm.weight") == 0)
+            snprintf(leaf, sizeof leaf, "%s/norm", attention);
+        else if (strncmp(rest, module, len) == 0 &&
+                 strcmp(rest + len, "relative_attention_bias.weight") == 0 && sub == 0 &&
+                 block == 0)
+            snprintf(leaf, sizeof leaf, "%s/relative_bias", attention);
+        else if (strncmp(rest, module, len) == 0 && strlen(rest + len) == 8 &&
+                 strchr("qkvo", rest[len]) != NULL && strcmp(rest + len + 1, ".weight") == 0)
+            snprintf(leaf, sizeof leaf, "%s/%c", attention, rest[len]);
+        else
+            return caem_fail(err, "unknown attention tensor '%s'", hf_name);
+        return write_name(out, size, err, hf_name, "%s/block_%02d/%s", stack, block, leaf);
+    }
+    if (sub != ff_sub)
+        return caem_fail(err, "unknown sublayer %d in '%s'", sub, hf_name);
+    int moe = config_is_moe_layer(cfg, decoder, block);
+    const char *ff = moe ? "moe" : "ff";
+    int expert;
+    char proj[3];
+    int consumed = 0;
+    if (strcmp(rest, "layer_norm.weight") == 0) {
+        snprintf(leaf, sizeof leaf, "%s/norm", ff);
+    } else if (!moe && strcmp(rest, "mlp.wi.weight") == 0) {
+        snprintf(leaf, sizeof leaf, "ff/wi");
+    } else if (!moe && strcmp(rest, "mlp.wo.weight") == 0) {
+        snprintf(leaf, sizeof leaf, "ff/wo");
+    } else if (moe && strcmp(rest, "mlp.router.classifier.weight") == 0) {
+        snprintf(leaf, sizeof leaf, "moe/router");
+    } else if (moe && sscanf(rest, "mlp.experts.expert_%d.%2[a-z].weight%n", &expert, proj,
+                             &consumed) == 2 &&
+               consumed > 0 && rest[consumed] == '\0' && expert >= 0 &&
+               expert < cfg->num_experts && (strcmp(proj, "wi") == 0 || strcmp(proj, "wo") == 0)) {
+        snprintf(leaf, sizeof leaf, "moe/expert_%02d/%s", expert, proj);
+    } else {
+        return caem_fail(err, "unknown feed-forward tensor '%s' (%s block %d is %s)", hf_name,
+                         stack, block, moe ? "an MoE layer" : "dense");
+    }
+    return write_name(out, size, err, hf_name, "%s/block_%02d/%s", stack, block, leaf);
+}
+
+int hf_name_to_param(const struct model_config *cfg, const char *hf_name, char *out,
+                     size_t out_size, struct caem_error *err)
+{
+    if (strcmp(hf_name, "shared.weight") == 0 ||
+        strcmp(hf_name, "encoder.embed_tokens.weight") == 0 ||
+        strcmp(hf_name, "decoder.embed_tokens.weight") == 0) {
+        snprintf(out, out_size, "shared/embedding");
+        return 0;
+    }
+    if (strcmp(hf_name, "lm_head.weight") == 0) {
+        /* With tied embeddings the LM head is the embedding. */
+        snprintf(out, out_size, cfg->tie_word_embeddings ? "shared/embedding" : "lm_head");
+        return 0;
+    }
+    for (int decoder = 0; decoder < 2; decoder++) {
+        const char *stack = decoder ? "decoder" : "encoder";
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, "%s.", stack);
+        size_t len = strlen(prefix);
+        if (strncmp(hf_name, prefix, len) != 0)
+            continue;
+        const char *rest = hf_name + len;
+        if (strcmp(rest, "final_layer_norm.weight") == 0) {
+            snprintf(out, out_size, "%s/final_norm", stack);
+            return 0;
+        }
+        int block, sub, consumed = 0;
+        if (sscanf(rest, "block.%d.layer.%d.%n", &block, &sub, &consumed) == 2 && consumed > 0)
+            return map_block_tensor(cfg, decoder, block, sub, rest + consumed, out, out_size,
+                                    hf_name, err);
+        break;
+    }
+    return caem_fail(err, "unknown tensor name '%s'", hf_name);
+}

@@ -1,0 +1,297 @@
+/* caem: the command-line entry point. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "adamw.h"
+#include "backend.h"
+#include "config.h"
+#include "model.h"
+#include "rng.h"
+#include "usage.h"
+#ifdef CAEM_HAVE_CUDA
+#include "cuda_device.h"
+#endif
+
+#define CAEM_VERSION "0.1.0"
+
+struct options {
+    const char *device;
+    int threads;
+    unsigned long long seed;
+    int verbose;
+};
+
+static void print_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: caem [OPTIONS] COMMAND [ARGS]\n"
+            "\n"
+            "Commands:\n"
+            "  demo [--preset NAME] [--steps N] [--batch N]\n"
+            "                  train a Switch Transformer on a synthetic sequence-reversal\n"
+            "                  task and print the loss and each MoE layer's expert usage\n"
+            "                  (preset tiny by default; %s)\n"
+            "  devices         list the compute backends this build can use\n"
+            "\n"
+            "Options:\n"
+            "  --device cpu|cuda  backend for the computation (default cpu)\n"
+            "  --threads N        CPU threads for OpenBLAS and OpenMP (default: all cores)\n"
+            "  --seed N           seed of initialization, dropout, jitter and data (default 1)\n"
+            "  --verbose          more detail in the output\n"
+            "  --help             this text\n"
+            "  --version          the version\n"
+            "\n"
+            "This version has the model core only: the Lua REPL, the live screen, data\n"
+            "loading, checkpoints and the CAEM merge are not in it yet (see README.md).\n",
+            config_preset_names());
+}
+
+static int parse_int(const char *text, const char *what, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno != 0 || *end != '\0' || end == text || v < min || v > max) {
+        fprintf(stderr, "caem: invalid %s '%s' (expected an integer in [%ld, %ld])\n", what,
+                text, min, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int cmd_devices(void)
+{
+    printf("cpu: available (OpenBLAS and OpenMP)\n");
+#ifdef CAEM_HAVE_CUDA
+    char reason[256] = "";
+    int count = cuda_device_count(reason, sizeof reason);
+    if (count == 0)
+        printf("cuda: built, but no device: %s\n", reason);
+    for (int i = 0; i < count; i++) {
+        char desc[256];
+        cuda_device_describe(i, desc, sizeof desc);
+        printf("cuda:%d: %s (the CUDA operations are not implemented in this version)\n", i,
+               desc);
+    }
+#else
+    printf("cuda: not built (nvcc was not on the PATH at build time)\n");
+#endif
+    return 0;
+}
+
+/* A batch of the reversal task: input = random tokens then EOS, label = the
+ * same tokens reversed then EOS; sequences of varying length padded with 0. */
+static void make_reversal_batch(uint64_t seed, uint64_t index, int B, int T, int vocab,
+                                int32_t *input, int32_t *mask, int32_t *labels,
+                                int32_t *decoder_input)
+{
+    for (int b = 0; b < B; b++) {
+        uint64_t base = (index * (uint64_t)B + (uint64_t)b) * (uint64_t)(T + 1);
+        int len = T / 2 + (int)(rng_uniform(seed, base) * (float)(T / 2));
+        if (len > T - 1)
+            len = T - 1;
+        for (int t = 0; t < T; t++) {
+            int32_t id = 0;
+            if (t < len)
+                id = 2 + (int32_t)(rng_uniform(seed, base + 1 + t) * (float)(vocab - 2));
+            else if (t == len)
+                id = 1;
+            input[b * T + t] = id;
+            mask[b * T + t] = t <= len;
+        }
+        for (int t = 0; t < T; t++) {
+            int32_t label = LABEL_IGNORE;
+            if (t < len)
+                label = input[b * T + (len - 1 - t)];
+            else if (t == len)
+                label = 1;
+            labels[b * T + t] = label;
+        }
+        /* decoder input: labels shifted right, starting with id 0 */
+        decoder_input[b * T] = 0;
+        for (int t = 1; t < T; t++) {
+            int32_t prev = labels[b * T + t - 1];
+            decoder_input[b * T + t] = prev == LABEL_IGNORE ? 0 : prev;
+        }
+    }
+}
+
+static double seconds_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void print_usage_table(struct model *m)
+{
+    struct caem_error err;
+    for (int decoder = 0; decoder < 2; decoder++) {
+        const struct stack_offsets *s = decoder ? &m->layout.decoder : &m->layout.encoder;
+        for (int i = 0; i < s->layers; i++) {
+            if (!s->blocks[i].moe)
+                continue;
+            struct moe_routing r;
+            if (model_routing(m, decoder, i, &r, &err) != 0)
+                continue;
+            printf("%s block %d: normalized entropy %.3f, tokens per expert:",
+                   decoder ? "decoder" : "encoder", i,
+                   usage_normalized_entropy(r.kept_counts, r.experts));
+            for (int e = 0; e < r.experts; e++)
+                printf(" %lld", (long long)r.kept_counts[e]);
+            long long dropped = 0;
+            for (int e = 0; e < r.experts; e++)
+                dropped += r.dropped_counts[e];
+            printf(" (dropped %lld)\n", dropped);
+        }
+    }
+}
+
+static int cmd_demo(int argc, char **argv, const struct options *opt)
+{
+    const char *preset = "tiny";
+    long steps = 200, batch = 16;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--preset") == 0 && i + 1 < argc) {
+            preset = argv[++i];
+        } else if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc) {
+            if (parse_int(argv[++i], "--steps", 1, 1000000, &steps) != 0)
+                return 2;
+        } else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) {
+            if (parse_int(argv[++i], "--batch", 1, 4096, &batch) != 0)
+                return 2;
+        } else {
+            fprintf(stderr, "caem demo: unknown or incomplete option '%s' (see caem --help)\n",
+                    argv[i]);
+            return 2;
+        }
+    }
+
+    struct caem_error err;
+    const struct backend *be;
+    struct model_config cfg;
+    if (backend_select(&be, opt->device, &err) != 0 || config_preset(&cfg, preset, &err) != 0) {
+        fprintf(stderr, "caem demo: %s\n", err.message);
+        return 1;
+    }
+    struct model *m = NULL;
+    struct adamw *opt_state = NULL;
+    struct adamw_config ac = adamw_defaults();
+    ac.lr = 1e-3f;
+    if (model_create(&m, &cfg, be, &err) != 0 || adamw_create(&opt_state, m, &ac, &err) != 0) {
+        fprintf(stderr, "caem demo: %s\n", err.message);
+        model_free(m);
+        return 1;
+    }
+    model_init_params(m, opt->seed);
+    model_set_seed(m, opt->seed + 1);
+    m->training = 1;
+    printf("model: preset %s, %zu parameters, %d MoE layers of %d experts, backend %s\n",
+           preset, m->layout.total,
+           config_moe_layer_count(&cfg, 0) + config_moe_layer_count(&cfg, 1), cfg.num_experts,
+           be->name);
+    printf("task: reverse a random token sequence (synthetic), batch %ld, %ld steps, "
+           "lr %g\n", batch, steps, (double)ac.lr);
+
+    int T = 16, B = (int)batch;
+    size_t n = (size_t)B * T;
+    int32_t *ids = malloc(sizeof(int32_t) * n * 4);
+    if (ids == NULL) {
+        fprintf(stderr, "caem demo: out of memory for the batch\n");
+        adamw_free(opt_state);
+        model_free(m);
+        return 1;
+    }
+    int32_t *mask = ids + n, *labels = ids + 2 * n, *dec = ids + 3 * n;
+    struct batch b = { B, T, T, ids, mask, dec, labels };
+    struct model_losses losses;
+    int status = 0;
+    double start = seconds_now();
+    for (long step = 1; step <= steps; step++) {
+        make_reversal_batch(opt->seed + 2, (uint64_t)step, B, T, cfg.vocab_size, ids, mask,
+                            labels, dec);
+        model_zero_grad(m);
+        if (model_forward(m, &b, &losses, &err) != 0 || model_backward(m, &err) != 0) {
+            fprintf(stderr, "caem demo: step %ld: %s\n", step, err.message);
+            status = 1;
+            break;
+        }
+        adamw_step(opt_state, m);
+        if (step == 1 || step % 20 == 0 || step == steps || opt->verbose)
+            printf("step %4ld  loss %.4f  cross-entropy %.4f  %.0f tokens/s\n", step,
+                   losses.total, losses.cross_entropy,
+                   (double)step * 2 * n / (seconds_now() - start));
+    }
+    if (status == 0) {
+        printf("expert usage in the last training batch:\n");
+        print_usage_table(m);
+    }
+    free(ids);
+    adamw_free(opt_state);
+    model_free(m);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    struct options opt = { "cpu", 0, 1, 0 };
+    static const struct option long_options[] = {
+        { "device", required_argument, NULL, 'd' },
+        { "threads", required_argument, NULL, 't' },
+        { "seed", required_argument, NULL, 's' },
+        { "verbose", no_argument, NULL, 'v' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
+    };
+    int c;
+    long value;
+    /* "+" stops at the first command so that its own options pass through. */
+    while ((c = getopt_long(argc, argv, "+h", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'd':
+            opt.device = optarg;
+            break;
+        case 't':
+            if (parse_int(optarg, "--threads", 1, 1024, &value) != 0)
+                return 2;
+            opt.threads = (int)value;
+            break;
+        case 's':
+            if (parse_int(optarg, "--seed", 0, 2147483647L, &value) != 0)
+                return 2;
+            opt.seed = (unsigned long long)value;
+            break;
+        case 'v':
+            opt.verbose = 1;
+            break;
+        case 'h':
+            print_usage(stdout);
+            return 0;
+        case 'V':
+            printf("caem %s\n", CAEM_VERSION);
+            return 0;
+        default:
+            print_usage(stderr);
+            return 2;
+        }
+    }
+    backend_cpu_set_threads(opt.threads);
+    if (optind >= argc) {
+        print_usage(stderr);
+        return 2;
+    }
+    const char *command = argv[optind];
+    if (strcmp(command, "demo") == 0)
+        return cmd_demo(argc - optind, argv + optind, &opt);
+    if (strcmp(command, "devices") == 0)
+        return cmd_devices();
+    fprintf(stderr, "caem: unknown command '%s' (see caem --help)\n", command);
+    return 2;
+}

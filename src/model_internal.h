@@ -1,0 +1,124 @@
+/* Internals shared by the model's source files: the activation workspace
+ * and the per-sublayer forward and backward passes. Not part of the API. */
+#ifndef CAEM_MODEL_INTERNAL_H
+#define CAEM_MODEL_INTERNAL_H
+
+#include "model.h"
+
+/* Saved activations of one attention sublayer. */
+struct attention_cache {
+    float *x_in;    /* [Nq, D] residual stream entering the sublayer */
+    float *rinv;    /* [Nq] */
+    float *normed;  /* [Nq, D] */
+    float *q;       /* [Nq, HK] */
+    float *k, *v;   /* [Nk, HK] */
+    float *probs;   /* [B, H, Tq, Tk] */
+    float *dropped; /* same, after dropout; NULL without dropout */
+    float *ctx;     /* [Nq, HK] */
+    struct dropout_spec drop_probs, drop_out;
+};
+
+/* Saved activations of one feed-forward sublayer, dense or MoE. */
+struct ff_cache {
+    float *x_in;   /* [N, D] */
+    float *rinv;   /* [N] */
+    float *normed; /* [N, D]; in parity mode with jitter, the jittered values */
+    struct dropout_spec drop_hidden, drop_out;
+    /* dense */
+    float *hidden;         /* [N, F] after ReLU */
+    float *hidden_dropped; /* [N, F] after dropout; NULL without dropout */
+    /* MoE */
+    float *router_in; /* [N, D] jittered copy in clean mode; else NULL (normed) */
+    uint64_t jitter_offset;
+    int jittered;
+    float *logits, *probs, *pmax;
+    float *dlogits; /* [N, E] gradient of the router losses, set in forward */
+    int32_t *expert, *kept, *assigned, *perm, *slot_of;
+    int *offsets;                         /* host [E + 1] */
+    int64_t *kept_counts, *dropped_counts; /* host [E] */
+    float *expert_in;      /* [N, D] rows grouped by expert */
+    float *expert_hidden;  /* [N, F] */
+    float *expert_dropped; /* [N, F] after dropout; NULL without dropout */
+    float *expert_out;     /* [N, D] */
+};
+
+struct block_cache {
+    struct attention_cache self, cross;
+    struct ff_cache ff;
+};
+
+struct stack_cache {
+    int tokens; /* T */
+    struct block_cache *blocks;
+    int32_t *buckets; /* host [T, T] */
+    float *bias;      /* [H, T, T] */
+    float *dbias;     /* [H, T, T] */
+    float *final_in, *final_rinv;
+    float *out; /* [N, D] stack output after the final norm and dropout */
+    struct dropout_spec drop_embed, drop_final;
+    int moe_layers;
+};
+
+struct workspace {
+    int batch_size, encoder_length, decoder_length, training;
+    /* every allocation, freed together */
+    void **device_allocs, **host_allocs;
+    int device_count, device_capacity, host_count, host_capacity;
+    int failed;
+
+    struct stack_cache enc, dec;
+    int32_t *input_ids, *attention_mask, *decoder_input_ids, *labels; /* host copies */
+    int has_mask;
+    int has_labels;
+    int backward_done;
+    float *seq;     /* [Nd, D] decoder output scaled for the LM head */
+    float *logits;  /* [Nd, V] */
+    float *dlogits; /* [Nd, V] */
+    double *balance_counts, *balance_probs, *balance_dprob; /* host [B, E] */
+
+    /* backward scratch */
+    float *dx;          /* [Nmax, D] */
+    float *denc;        /* [Ne, D] gradient of the encoder output */
+    float *dout;        /* [Nmax, D] */
+    float *dnormed;     /* [Nmax, D] */
+    float *dctx;        /* [Nmax, HK] */
+    float *dq, *dk, *dv;/* [Nmax, HK] */
+    float *dhidden;     /* [Nmax, F] */
+    float *dexpert_out; /* [Nmax, D] */
+    float *dexpert_in;  /* [Nmax, D] */
+    float *drouter_in;  /* [Nmax, D] */
+    float *dpmax;       /* [Nmax] */
+    float *attn_scratch;/* [B, H, Tmax, Tmax] */
+    float *tmp;         /* [Nmax, max(D, F, HK)] */
+};
+
+
+#define FLOATS(n) ((size_t)(n) * sizeof(float))
+#define INTS(n) ((size_t)(n) * sizeof(int32_t))
+
+/* Returns a dropout spec with a fresh range of the model's random stream, or
+ * p = 0 when the model is not training or has no dropout. */
+struct dropout_spec model_dropout_spec(struct model *m, size_t count);
+
+/* Pre-norm attention sublayer: x += dropout(attention(norm(x)) W_o^T). For
+ * self-attention kv_source is NULL and keys come from the normed x; for
+ * cross-attention they come from kv_source [B * Tk, D]. */
+void attention_layer_forward(struct model *m, const struct attention_offsets *p,
+                             struct attention_cache *c, float *x, int B, int Tq, int Tk,
+                             const float *kv_source, const float *bias,
+                             const int32_t *key_mask, int causal);
+
+/* Adds the sublayer's input gradient to dx (which holds the output gradient)
+ * and its parameter gradients to m->grads; dkv_source accumulates for
+ * cross-attention, dbias when not NULL. */
+void attention_layer_backward(struct model *m, const struct attention_offsets *p,
+                              struct attention_cache *c, float *dx, int B, int Tq, int Tk,
+                              const float *kv_source, float *dkv_source, float *dbias);
+
+/* Pre-norm feed-forward sublayer, dense or MoE by p->moe. */
+void ff_layer_forward(struct model *m, const struct block_offsets *p, struct ff_cache *c,
+                      float *x, int B, int T);
+void ff_layer_backward(struct model *m, const struct block_offsets *p, struct ff_cache *c,
+                       float *dx, int B, int T);
+
+#endif

@@ -1,0 +1,248 @@
+/* Forward and backward of the sublayers of a Switch Transformer block. */
+#include <string.h>
+
+#include "model_internal.h"
+
+#define P(off) (m->params + (off))
+#define G(off) (m->grads + (off))
+
+void attention_layer_forward(struct model *m, const struct attention_offsets *p,
+                             struct attention_cache *c, float *x, int B, int Tq, int Tk,
+                             const float *kv_source, const float *bias,
+                             const int32_t *key_mask, int causal)
+{
+    const struct backend *be = m->backend;
+    const struct model_config *cfg = &m->config;
+    int D = cfg->d_model, HK = cfg->num_heads * cfg->d_kv;
+    int nq = B * Tq, nk = B * Tk;
+    float *out = m->ws->tmp;
+
+    /* normalize, keeping the input for the norm's backward */
+    be->copy(c->x_in, x, FLOATS((size_t)nq * D));
+    be->rmsnorm_forward(x, P(p->norm), nq, D, cfg->layer_norm_epsilon, c->normed, c->rinv);
+
+    /* projections */
+    const float *src = kv_source != NULL ? kv_source : c->normed;
+    be->gemm(0, 1, nq, HK, D, 1.0f, c->normed, D, P(p->q), D, 0.0f, c->q, HK);
+    be->gemm(0, 1, nk, HK, D, 1.0f, src, D, P(p->k), D, 0.0f, c->k, HK);
+    be->gemm(0, 1, nk, HK, D, 1.0f, src, D, P(p->v), D, 0.0f, c->v, HK);
+
+    /* attention */
+    struct attention_shape s = { B, Tq, Tk, cfg->num_heads, cfg->d_kv, HK, HK, HK, HK,
+                                 causal };
+    c->drop_probs = model_dropout_spec(m, (size_t)B * cfg->num_heads * Tq * Tk);
+    be->attention_forward(&s, c->q, c->k, c->v, bias, key_mask, c->probs, c->dropped, c->ctx,
+                          &c->drop_probs);
+
+    /* output projection, dropout and residual */
+    be->gemm(0, 1, nq, D, HK, 1.0f, c->ctx, HK, P(p->o), HK, 0.0f, out, D);
+    c->drop_out = model_dropout_spec(m, (size_t)nq * D);
+    be->dropout(out, (size_t)nq * D, &c->drop_out);
+    be->add(x, out, (size_t)nq * D);
+}
+
+void attention_layer_backward(struct model *m, const struct attention_offsets *p,
+                              struct attention_cache *c, float *dx, int B, int Tq, int Tk,
+                              const float *kv_source, float *dkv_source, float *dbias)
+{
+    const struct backend *be = m->backend;
+    const struct model_config *cfg = &m->config;
+    struct workspace *ws = m->ws;
+    int D = cfg->d_model, HK = cfg->num_heads * cfg->d_kv;
+    int nq = B * Tq, nk = B * Tk;
+    float *dout = ws->dout, *dnormed = ws->dnormed;
+
+    /* through the residual's dropout and the output projection */
+    be->copy(dout, dx, FLOATS((size_t)nq * D));
+    be->dropout(dout, (size_t)nq * D, &c->drop_out);
+    be->gemm(0, 0, nq, HK, D, 1.0f, dout, D, P(p->o), HK, 0.0f, ws->dctx, HK);
+    be->gemm(1, 0, D, HK, nq, 1.0f, dout, D, c->ctx, HK, 1.0f, G(p->o), HK);
+
+    /* attention */
+    struct attention_shape s = { B, Tq, Tk, cfg->num_heads, cfg->d_kv, HK, HK, HK, HK, 0 };
+    be->attention_backward(&s, c->q, c->k, c->v, c->probs, c->dropped, ws->dctx, ws->dq,
+                           ws->dk, ws->dv, dbias, ws->attn_scratch, &c->drop_probs);
+
+    /* projections: weight gradients, and the gradient of their inputs */
+    const float *src = kv_source != NULL ? kv_source : c->normed;
+    be->gemm(1, 0, HK, D, nq, 1.0f, ws->dq, HK, c->normed, D, 1.0f, G(p->q), D);
+    be->gemm(1, 0, HK, D, nk, 1.0f, ws->dk, HK, src, D, 1.0f, G(p->k), D);
+    be->gemm(1, 0, HK, D, nk, 1.0f, ws->dv, HK, src, D, 1.0f, G(p->v), D);
+    be->gemm(0, 0, nq, D, HK, 1.0f, ws->dq, HK, P(p->q), D, 0.0f, dnormed, D);
+    float *dsrc = kv_source != NULL ? dkv_source : dnormed;
+    be->gemm(0, 0, nk, D, HK, 1.0f, ws->dk, HK, P(p->k), D, 1.0f, dsrc, D);
+    be->gemm(0, 0, nk, D, HK, 1.0f, ws->dv, HK, P(p->v), D, 1.0f, dsrc, D);
+
+    /* norm */
+    be->rmsnorm_backward(dnormed, c->x_in, P(p->norm), c->rinv, nq, D, dx, G(p->norm));
+}
+
+static void dense_forward(struct model *m, const struct block_offsets *p, struct ff_cache *c,
+                          int n, float *out)
+{
+    const struct backend *be = m->backend;
+    int D = m->config.d_model, F = m->config.d_ff;
+    be->gemm(0, 1, n, F, D, 1.0f, c->normed, D, P(p->wi), D, 0.0f, c->hidden, F);
+    be->relu_forward(c->hidden, (size_t)n * F);
+    const float *h = c->hidden;
+    c->drop_hidden = model_dropout_spec(m, (size_t)n * F);
+    if (c->hidden_dropped != NULL) {
+        be->copy(c->hidden_dropped, c->hidden, FLOATS((size_t)n * F));
+        be->dropout(c->hidden_dropped, (size_t)n * F, &c->drop_hidden);
+        h = c->hidden_dropped;
+    }
+    be->gemm(0, 1, n, D, F, 1.0f, h, F, P(p->wo), F, 0.0f, out, D);
+}
+
+static void dense_backward(struct model *m, const struct block_offsets *p, struct ff_cache *c,
+                           int n, const float *dout, float *dnormed)
+{
+    const struct backend *be = m->backend;
+    int D = m->config.d_model, F = m->config.d_ff;
+    float *dh = m->ws->dhidden;
+    const float *h = c->hidden_dropped != NULL ? c->hidden_dropped : c->hidden;
+    be->gemm(0, 0, n, F, D, 1.0f, dout, D, P(p->wo), F, 0.0f, dh, F);
+    be->gemm(1, 0, D, F, n, 1.0f, dout, D, h, F, 1.0f, G(p->wo), F);
+    be->dropout(dh, (size_t)n * F, &c->drop_hidden);
+    be->relu_backward(c->hidden, dh, (size_t)n * F);
+    be->gemm(0, 0, n, D, F, 1.0f, dh, F, P(p->wi), D, 0.0f, dnormed, D);
+    be->gemm(1, 0, F, D, n, 1.0f, dh, F, c->normed, D, 1.0f, G(p->wi), D);
+}
+
+static void moe_forward(struct model *m, const struct block_offsets *p, struct ff_cache *c,
+                        int B, int T, float *out)
+{
+    const struct backend *be = m->backend;
+    const struct model_config *cfg = &m->config;
+    int D = cfg->d_model, F = cfg->d_ff, E = cfg->num_experts, n = B * T;
+    int parity = cfg->routing == ROUTING_PARITY;
+
+    /* Jitter. The reference multiplies the normalized hidden states in place,
+     * so its experts see the noise too; the clean mode jitters a copy that
+     * only the router reads. */
+    const float *router_in = c->normed;
+    c->jittered = m->training && cfg->router_jitter_noise > 0.0f;
+    if (c->jittered) {
+        c->jitter_offset = rng_reserve(&m->rng, (size_t)n * D);
+        float *target = c->normed;
+        if (!parity) {
+            be->copy(c->router_in, c->normed, FLOATS((size_t)n * D));
+            target = c->router_in;
+            router_in = c->router_in;
+        }
+        be->jitter(target, (size_t)n * D, cfg->router_jitter_noise, m->rng.seed,
+                   c->jitter_offset, 0);
+    }
+
+    /* router logits in float32, top-1 with capacity, dispatch */
+    be->gemm(0, 1, n, E, D, 1.0f, router_in, D, P(p->router), D, 0.0f, c->logits, E);
+    struct route_shape rs = { B, T, E, cfg->expert_capacity };
+    be->route_top1(&rs, c->logits, parity ? 0 : -1, c->probs, c->expert, c->kept, c->assigned,
+                   c->pmax, c->perm, c->slot_of, c->offsets, c->kept_counts,
+                   c->dropped_counts);
+    int routed = c->offsets[E];
+
+    /* experts: one grouped GEMM per projection */
+    be->gather_rows(c->normed, c->perm, routed, D, c->expert_in);
+    be->grouped_gemm_nt(E, c->offsets, F, D, c->expert_in, P(p->expert_wi), p->expert_stride,
+                        c->expert_hidden);
+    be->relu_forward(c->expert_hidden, (size_t)routed * F);
+    const float *h = c->expert_hidden;
+    c->drop_hidden = model_dropout_spec(m, (size_t)n * F);
+    if (c->expert_dropped != NULL) {
+        be->copy(c->expert_dropped, c->expert_hidden, FLOATS((size_t)routed * F));
+        be->dropout(c->expert_dropped, (size_t)routed * F, &c->drop_hidden);
+        h = c->expert_dropped;
+    }
+    be->grouped_gemm_nt(E, c->offsets, D, F, h, P(p->expert_wo), p->expert_stride,
+                        c->expert_out);
+
+    /* scale by the router probability; skipped tokens per the routing mode */
+    be->moe_combine(n, D, c->expert_out, c->slot_of, c->pmax, c->normed, parity, out);
+}
+
+static void moe_backward(struct model *m, const struct block_offsets *p, struct ff_cache *c,
+                         int B, int T, const float *dout, float *dnormed)
+{
+    const struct backend *be = m->backend;
+    const struct model_config *cfg = &m->config;
+    struct workspace *ws = m->ws;
+    int D = cfg->d_model, F = cfg->d_ff, E = cfg->num_experts, n = B * T;
+    int parity = cfg->routing == ROUTING_PARITY;
+    int routed = c->offsets[E];
+    for (int e = 0; e < E; e++)
+        if (c->offsets[e + 1] > c->offsets[e]) {
+            m->grad_touched[p->expert_wi_tensor + e] = 1;
+            m->grad_touched[p->expert_wo_tensor + e] = 1;
+        }
+
+    /* combine: gradients of expert outputs, skipped tokens and pmax */
+    be->zero(dnormed, FLOATS((size_t)n * D));
+    be->moe_combine_backward(n, D, dout, c->expert_out, c->slot_of, c->pmax, c->normed, parity,
+                             ws->dexpert_out, dnormed, ws->dpmax);
+    be->router_pmax_backward(n, E, c->probs, c->expert, ws->dpmax, c->dlogits);
+
+    /* experts */
+    const float *h = c->expert_dropped != NULL ? c->expert_dropped : c->expert_hidden;
+    be->grouped_gemm_nn(E, c->offsets, F, D, ws->dexpert_out, P(p->expert_wo),
+                        p->expert_stride, ws->dhidden);
+    be->grouped_gemm_tn(E, c->offsets, D, F, ws->dexpert_out, h, G(p->expert_wo),
+                        p->expert_stride);
+    be->dropout(ws->dhidden, (size_t)routed * F, &c->drop_hidden);
+    be->relu_backward(c->expert_hidden, ws->dhidden, (size_t)routed * F);
+    be->grouped_gemm_nn(E, c->offsets, D, F, ws->dhidden, P(p->expert_wi), p->expert_stride,
+                        ws->dexpert_in);
+    be->grouped_gemm_tn(E, c->offsets, F, D, ws->dhidden, c->expert_in, G(p->expert_wi),
+                        p->expert_stride);
+    be->scatter_add_rows(ws->dexpert_in, c->perm, routed, D, dnormed);
+
+    /* router */
+    const float *router_in = c->router_in != NULL ? c->router_in : c->normed;
+    be->gemm(1, 0, E, D, n, 1.0f, c->dlogits, E, router_in, D, 1.0f, G(p->router), D);
+    be->gemm(0, 0, n, D, E, 1.0f, c->dlogits, E, P(p->router), D, 0.0f, ws->drouter_in, D);
+
+    /* jitter: d(x u)/dx = u */
+    if (c->jittered && !parity)
+        be->jitter(ws->drouter_in, (size_t)n * D, cfg->router_jitter_noise, m->rng.seed,
+                   c->jitter_offset, 0);
+    be->add(dnormed, ws->drouter_in, (size_t)n * D);
+    if (c->jittered && parity)
+        be->jitter(dnormed, (size_t)n * D, cfg->router_jitter_noise, m->rng.seed,
+                   c->jitter_offset, 0);
+}
+
+void ff_layer_forward(struct model *m, const struct block_offsets *p, struct ff_cache *c,
+                      float *x, int B, int T)
+{
+    const struct backend *be = m->backend;
+    int D = m->config.d_model, n = B * T;
+    float *out = m->ws->tmp;
+
+    be->copy(c->x_in, x, FLOATS((size_t)n * D));
+    be->rmsnorm_forward(x, P(p->ff_norm), n, D, m->config.layer_norm_epsilon, c->normed,
+                        c->rinv);
+    if (p->moe)
+        moe_forward(m, p, c, B, T, out);
+    else
+        dense_forward(m, p, c, n, out);
+    c->drop_out = model_dropout_spec(m, (size_t)n * D);
+    be->dropout(out, (size_t)n * D, &c->drop_out);
+    be->add(x, out, (size_t)n * D);
+}
+
+void ff_layer_backward(struct model *m, const struct block_offsets *p, struct ff_cache *c,
+                       float *dx, int B, int T)
+{
+    const struct backend *be = m->backend;
+    struct workspace *ws = m->ws;
+    int D = m->config.d_model, n = B * T;
+
+    be->copy(ws->dout, dx, FLOATS((size_t)n * D));
+    be->dropout(ws->dout, (size_t)n * D, &c->drop_out);
+    if (p->moe)
+        moe_backward(m, p, c, B, T, ws->dout, ws->dnormed);
+    else
+        dense_backward(m, p, c, n, ws->dout, ws->dnormed);
+    be->rmsnorm_backward(ws->dnormed, c->x_in, P(p->ff_norm), c->rinv, n, D, dx,
+                         G(p->ff_norm));
+}
