@@ -14,6 +14,7 @@
 #include <omp.h>
 #endif
 
+#include "config.h"
 #include "rng.h"
 
 /* Below this many multiply-adds a loop is not worth a parallel region. */
@@ -125,26 +126,42 @@ static void cpu_relu_backward(const float *y, float *dy, size_t n)
             dy[i] = 0.0f;
 }
 
+/* Calls fn(i, u) for i in [0, n) with u = rng_uniform(seed, offset + i),
+ * drawing one Philox block per four values. */
+#define FOR_EACH_UNIFORM(n, seed, offset, body)                                          \
+    do {                                                                                  \
+        uint64_t first_ = (offset), last_ = (offset) + (n);                               \
+        uint64_t block_begin_ = first_ >> 2, block_end_ = (last_ + 3) >> 2;               \
+        _Pragma("omp parallel for schedule(static) if ((n) > PARALLEL_MIN_WORK / 16)")    \
+        for (uint64_t block_ = block_begin_; block_ < block_end_; block_++) {             \
+            float u4_[4];                                                                 \
+            rng_uniform4((seed), block_, u4_);                                            \
+            for (int lane_ = 0; lane_ < 4; lane_++) {                                     \
+                uint64_t index_ = block_ * 4 + (uint64_t)lane_;                           \
+                if (index_ < first_ || index_ >= last_)                                   \
+                    continue;                                                             \
+                size_t i = (size_t)(index_ - first_);                                     \
+                float u = u4_[lane_];                                                     \
+                body;                                                                     \
+            }                                                                             \
+        }                                                                                 \
+    } while (0)
+
 static void cpu_dropout(float *x, size_t n, const struct dropout_spec *spec)
 {
     if (spec == NULL || spec->p <= 0.0f)
         return;
-    float keep_scale = 1.0f / (1.0f - spec->p);
-#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN_WORK / 16)
-    for (size_t i = 0; i < n; i++) {
-        float u = rng_uniform(spec->seed, spec->offset + i);
-        x[i] = u >= spec->p ? x[i] * keep_scale : 0.0f;
-    }
+    float p = spec->p, keep_scale = 1.0f / (1.0f - spec->p);
+    FOR_EACH_UNIFORM(n, spec->seed, spec->offset, x[i] = u >= p ? x[i] * keep_scale : 0.0f);
 }
 
 static void cpu_jitter(float *x, size_t n, float eps, uint64_t seed, uint64_t offset,
                        int divide)
 {
-#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN_WORK / 16)
-    for (size_t i = 0; i < n; i++) {
-        float u = 1.0f - eps + 2.0f * eps * rng_uniform(seed, offset + i);
-        x[i] = divide ? x[i] / u : x[i] * u;
-    }
+    FOR_EACH_UNIFORM(n, seed, offset, {
+        float factor = 1.0f - eps + 2.0f * eps * u;
+        x[i] = divide ? x[i] / factor : x[i] * factor;
+    });
 }
 
 static void cpu_embedding_forward(const float *table, const int32_t *ids, int n, int d,
@@ -203,14 +220,47 @@ static void cpu_rmsnorm_backward(const float *dy, const float *x, const float *w
         for (int j = 0; j < d; j++)
             dxr[j] += inv * w[j] * dyr[j] - xr[j] * coef;
     }
-    /* The weight gradient sums over rows; columns are independent. */
-#pragma omp parallel for schedule(static) if ((size_t)rows * d > PARALLEL_MIN_WORK)
+    /* The weight gradient sums over rows: each thread sums its rows into its
+     * own row of partial sums, read in memory order, then the rows add up. */
+    int threads = 1;
+#ifdef _OPENMP
+    if ((size_t)rows * d > PARALLEL_MIN_WORK)
+        threads = omp_get_max_threads();
+#endif
+    double *partial = calloc((size_t)threads * d, sizeof(double));
+    if (partial == NULL) {
+        /* no memory for the partial sums: sum each column serially */
+        for (int j = 0; j < d; j++) {
+            double sum = 0.0;
+            for (int r = 0; r < rows; r++)
+                sum += (double)dy[(size_t)r * d + j] * x[(size_t)r * d + j] * rinv[r];
+            dw[j] += (float)sum;
+        }
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        int id = 0;
+#ifdef _OPENMP
+        id = omp_get_thread_num();
+#endif
+        double *acc = partial + (size_t)id * d;
+#pragma omp for schedule(static)
+        for (int r = 0; r < rows; r++) {
+            const float *dyr = dy + (size_t)r * d;
+            const float *xr = x + (size_t)r * d;
+            double inv = rinv[r];
+            for (int j = 0; j < d; j++)
+                acc[j] += (double)dyr[j] * xr[j] * inv;
+        }
+    }
     for (int j = 0; j < d; j++) {
         double sum = 0.0;
-        for (int r = 0; r < rows; r++)
-            sum += (double)dy[(size_t)r * d + j] * x[(size_t)r * d + j] * rinv[r];
+        for (int t = 0; t < threads; t++)
+            sum += partial[(size_t)t * d + j];
         dw[j] += (float)sum;
     }
+    free(partial);
 }
 
 static void cpu_position_bias_forward(const float *table, const int32_t *buckets, int heads,
@@ -321,14 +371,21 @@ static void cpu_attention_backward(const struct attention_shape *s, const float 
                      s->ldv, 0.0f, scratch + ((size_t)b * H + h) * plane, Tk);
         }
 
-    /* through dropout, then the softmax: dS = P * (dP - sum_j dP_j P_j) */
+    /* Through dropout, then the softmax: dS = P * (dP - sum_j dP_j P_j). The
+     * dropout mask is read off the stored weights (a kept weight is nonzero
+     * because softmax weights are positive) instead of drawn again; a weight
+     * of 0 from a masked key has dS = 0 either way. */
     int rows = B * H * Tq;
-    if (use_drop)
-        cpu_dropout(scratch, (size_t)rows * Tk, drop);
+    float keep_scale = use_drop ? 1.0f / (1.0f - drop->p) : 1.0f;
 #pragma omp parallel for schedule(static) if ((size_t)rows * Tk > PARALLEL_MIN_WORK)
     for (int r = 0; r < rows; r++) {
         float *ds = scratch + (size_t)r * Tk;
         const float *p = probs + (size_t)r * Tk;
+        if (use_drop) {
+            const float *kept = dropped + (size_t)r * Tk;
+            for (int j = 0; j < Tk; j++)
+                ds[j] = kept[j] != 0.0f ? ds[j] * keep_scale : 0.0f;
+        }
         double dot = 0.0;
         for (int j = 0; j < Tk; j++)
             dot += (double)ds[j] * p[j];
@@ -395,7 +452,7 @@ static void cpu_route_top1(const struct route_shape *s, const float *logits,
     }
 
     /* capacity, per sequence in token order */
-    int *seen = calloc((size_t)E, sizeof *seen);
+    int seen[CONFIG_MAX_EXPERTS];
     for (int e = 0; e < E; e++) {
         kept_counts[e] = 0;
         dropped_counts[e] = 0;
@@ -414,13 +471,12 @@ static void cpu_route_top1(const struct route_shape *s, const float *logits,
                 dropped_counts[e]++;
         }
     }
-    free(seen);
 
     /* dispatch: kept tokens grouped by expert, token order within a group */
     offsets[0] = 0;
     for (int e = 0; e < E; e++)
         offsets[e + 1] = offsets[e] + (int)kept_counts[e];
-    int *fill = malloc(sizeof(int) * (size_t)E);
+    int fill[CONFIG_MAX_EXPERTS];
     memcpy(fill, offsets, sizeof(int) * E);
     for (int t = 0; t < n; t++) {
         slot_of[t] = -1;
@@ -429,7 +485,6 @@ static void cpu_route_top1(const struct route_shape *s, const float *logits,
             perm[fill[expert[t]]++] = t;
         }
     }
-    free(fill);
 }
 
 static void cpu_gather_rows(const float *src, const int32_t *perm, int n, int d, float *dst)
@@ -594,13 +649,16 @@ static double cpu_cross_entropy(int n, int vocab, const float *logits, const int
         for (int j = 1; j < vocab; j++)
             if (l[j] > max)
                 max = l[j];
+        /* exp in float, the sum in double: the vocabulary is the widest row */
         double sum = 0.0;
+        for (int j = 0; j < vocab; j++) {
+            dl[j] = expf(l[j] - max);
+            sum += dl[j];
+        }
+        total += max + log(sum) - l[labels[t]];
+        float factor = (float)(scale / sum);
         for (int j = 0; j < vocab; j++)
-            sum += exp((double)l[j] - max);
-        double lse = max + log(sum);
-        total += lse - l[labels[t]];
-        for (int j = 0; j < vocab; j++)
-            dl[j] = (float)(scale * exp((double)l[j] - lse));
+            dl[j] *= factor;
         dl[labels[t]] -= scale;
     }
     return total;

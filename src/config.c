@@ -121,15 +121,20 @@ int config_validate(const struct model_config *c, struct caem_error *err)
         check_positive(c->relative_attention_max_distance, "relative_attention_max_distance",
                        err))
         return -1;
-    if (c->encoder_sparse_step < 0 || c->decoder_sparse_step < 0)
-        return caem_fail(err, "invalid config: sparse steps are %d (encoder) and %d "
-                         "(decoder), expected 0 (no MoE layer) or more",
-                         c->encoder_sparse_step, c->decoder_sparse_step);
+    if (c->encoder_sparse_step < 0)
+        return caem_fail(err, "invalid config: encoder_sparse_step is %d, expected 0 "
+                         "(no MoE layer) or more", c->encoder_sparse_step);
+    if (c->decoder_sparse_step < 0)
+        return caem_fail(err, "invalid config: decoder_sparse_step is %d, expected 0 "
+                         "(no MoE layer) or more", c->decoder_sparse_step);
     int moe_layers = config_moe_layer_count(c, 0) + config_moe_layer_count(c, 1);
     if (moe_layers > 0 && (c->num_experts < 1 || c->expert_capacity < 1))
         return caem_fail(err, "invalid config: num_experts %d and expert_capacity %d, "
                          "expected both positive when the model has MoE layers",
                          c->num_experts, c->expert_capacity);
+    if (c->num_experts > CONFIG_MAX_EXPERTS)
+        return caem_fail(err, "invalid config: num_experts is %d, expected at most %d",
+                         c->num_experts, CONFIG_MAX_EXPERTS);
     if (c->relative_attention_num_buckets < 4)
         return caem_fail(err, "invalid config: relative_attention_num_buckets is %d, "
                          "expected at least 4", c->relative_attention_num_buckets);
@@ -142,16 +147,21 @@ int config_validate(const struct model_config *c, struct caem_error *err)
     if (!(c->layer_norm_epsilon > 0.0f))
         return caem_fail(err, "invalid config: layer_norm_epsilon is %g, expected > 0",
                          (double)c->layer_norm_epsilon);
-    if (!(c->router_z_loss_coef >= 0.0f) || !(c->router_aux_loss_coef >= 0.0f))
-        return caem_fail(err, "invalid config: router loss coefficients must be >= 0");
+    if (!(c->router_z_loss_coef >= 0.0f))
+        return caem_fail(err, "invalid config: router_z_loss_coef is %g, expected >= 0",
+                         (double)c->router_z_loss_coef);
+    if (!(c->router_aux_loss_coef >= 0.0f))
+        return caem_fail(err, "invalid config: router_aux_loss_coef is %g, expected >= 0",
+                         (double)c->router_aux_loss_coef);
     if (!(c->initializer_factor > 0.0f))
         return caem_fail(err, "invalid config: initializer_factor is %g, expected > 0",
                          (double)c->initializer_factor);
     int ids[3] = { c->pad_token_id, c->eos_token_id, c->decoder_start_token_id };
+    const char *id_names[3] = { "pad_token_id", "eos_token_id", "decoder_start_token_id" };
     for (int i = 0; i < 3; i++)
         if (ids[i] < 0 || ids[i] >= c->vocab_size)
-            return caem_fail(err, "invalid config: special token id %d is outside the "
-                             "vocabulary of %d", ids[i], c->vocab_size);
+            return caem_fail(err, "invalid config: %s is %d, outside the vocabulary [0, %d)",
+                             id_names[i], ids[i], c->vocab_size);
     if (c->routing != ROUTING_PARITY && c->routing != ROUTING_CLEAN)
         return caem_fail(err, "invalid config: routing mode %d", (int)c->routing);
     return 0;

@@ -30,6 +30,9 @@ enum routing_mode {
     ROUTING_CLEAN = 1,
 };
 
+/* Upper bound of num_experts, so that per-expert scratch fits on the stack. */
+#define CONFIG_MAX_EXPERTS 1024
+
 struct model_config {
     int vocab_size;
     int d_model;

@@ -34,8 +34,16 @@ void philox4x32(uint64_t key, uint64_t counter, uint32_t out[4])
 float rng_uniform(uint64_t seed, uint64_t index)
 {
     uint32_t w[4];
-    philox4x32(seed, index, w);
-    return (float)(w[0] >> 8) * (1.0f / 16777216.0f);
+    philox4x32(seed, index >> 2, w);
+    return (float)(w[index & 3] >> 8) * (1.0f / 16777216.0f);
+}
+
+void rng_uniform4(uint64_t seed, uint64_t block, float out[4])
+{
+    uint32_t w[4];
+    philox4x32(seed, block, w);
+    for (int i = 0; i < 4; i++)
+        out[i] = (float)(w[i] >> 8) * (1.0f / 16777216.0f);
 }
 
 float rng_normal(uint64_t seed, uint64_t index)

@@ -12,8 +12,13 @@
 /* Returns four 32-bit words for the 64-bit counter under the 64-bit key. */
 void philox4x32(uint64_t key, uint64_t counter, uint32_t out[4]);
 
-/* Uniform in [0, 1), 24 bits of resolution. */
+/* Uniform in [0, 1), 24 bits of resolution. Value `index` is word index % 4
+ * of the Philox block for counter index / 4, so that a loop over four
+ * consecutive indices can use one block (rng_uniform4). */
 float rng_uniform(uint64_t seed, uint64_t index);
+
+/* The four uniforms of indices 4 * block .. 4 * block + 3. */
+void rng_uniform4(uint64_t seed, uint64_t block, float out[4]);
 
 /* Standard normal by the Box-Muller transform. */
 float rng_normal(uint64_t seed, uint64_t index);
