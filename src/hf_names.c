@@ -3,6 +3,50 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Reads a canonical decimal integer (digits only, no sign, no leading zero
+ * unless it is "0") at *text and advances past it; -1 when there is none. */
+static int read_index(const char **text)
+{
+    const char *p = *text;
+    if (*p < '0' || *p > '9' || (p[0] == '0' && p[1] >= '0' && p[1] <= '9'))
+        return -1;
+    long value = 0;
+    while (*p >= '0' && *p <= '9') {
+        value = value * 10 + (*p - '0');
+        if (value > 1000000)
+            return -1;
+        p++;
+    }
+    *text = p;
+    return (int)value;
+}
+
+/* Matches `prefix`, an index and `suffix` at the start of *text, advancing
+ * past them; returns the index or -1. */
+static int match_index(const char **text, const char *prefix, const char *suffix)
+{
+    const char *p = *text;
+    size_t len = strlen(prefix);
+    if (strncmp(p, prefix, len) != 0)
+        return -1;
+    p += len;
+    int value = read_index(&p);
+    len = strlen(suffix);
+    if (value < 0 || strncmp(p, suffix, len) != 0)
+        return -1;
+    *text = p + len;
+    return value;
+}
+
+static int copy_name(char *out, size_t size, const char *name, const char *hf_name,
+                     struct caem_error *err)
+{
+    int n = snprintf(out, size, "%s", name);
+    if (n < 0 || (size_t)n >= size)
+        return caem_fail(err, "tensor name for '%s' does not fit in %zu bytes", hf_name, size);
+    return 0;
+}
+
 static int write_name(char *out, size_t size, struct caem_error *err, const char *hf_name,
                       const char *fmt, const char *stack, int block, const char *rest)
 {
@@ -48,9 +92,8 @@ static int map_block_tensor(const struct model_config *cfg, int decoder, int blo
         return caem_fail(err, "unknown sublayer %d in '%s'", sub, hf_name);
     int moe = config_is_moe_layer(cfg, decoder, block);
     const char *ff = moe ? "moe" : "ff";
-    int expert;
-    char proj[3];
-    int consumed = 0;
+    const char *expert_rest = rest;
+    int expert = moe ? match_index(&expert_rest, "mlp.experts.expert_", ".") : -1;
     if (strcmp(rest, "layer_norm.weight") == 0) {
         snprintf(leaf, sizeof leaf, "%s/norm", ff);
     } else if (!moe && strcmp(rest, "mlp.wi.weight") == 0) {
@@ -59,11 +102,9 @@ static int map_block_tensor(const struct model_config *cfg, int decoder, int blo
         snprintf(leaf, sizeof leaf, "ff/wo");
     } else if (moe && strcmp(rest, "mlp.router.classifier.weight") == 0) {
         snprintf(leaf, sizeof leaf, "moe/router");
-    } else if (moe && sscanf(rest, "mlp.experts.expert_%d.%2[a-z].weight%n", &expert, proj,
-                             &consumed) == 2 &&
-               consumed > 0 && rest[consumed] == '\0' && expert >= 0 &&
-               expert < cfg->num_experts && (strcmp(proj, "wi") == 0 || strcmp(proj, "wo") == 0)) {
-        snprintf(leaf, sizeof leaf, "moe/expert_%02d/%s", expert, proj);
+    } else if (expert >= 0 && expert < cfg->num_experts &&
+               (strcmp(expert_rest, "wi.weight") == 0 || strcmp(expert_rest, "wo.weight") == 0)) {
+        snprintf(leaf, sizeof leaf, "moe/expert_%02d/%.2s", expert, expert_rest);
     } else {
         return caem_fail(err, "unknown feed-forward tensor '%s' (%s block %d is %s)", hf_name,
                          stack, block, moe ? "an MoE layer" : "dense");
@@ -77,13 +118,12 @@ int hf_name_to_param(const struct model_config *cfg, const char *hf_name, char *
     if (strcmp(hf_name, "shared.weight") == 0 ||
         strcmp(hf_name, "encoder.embed_tokens.weight") == 0 ||
         strcmp(hf_name, "decoder.embed_tokens.weight") == 0) {
-        snprintf(out, out_size, "shared/embedding");
-        return 0;
+        return copy_name(out, out_size, "shared/embedding", hf_name, err);
     }
     if (strcmp(hf_name, "lm_head.weight") == 0) {
         /* With tied embeddings the LM head is the embedding. */
-        snprintf(out, out_size, cfg->tie_word_embeddings ? "shared/embedding" : "lm_head");
-        return 0;
+        return copy_name(out, out_size, cfg->tie_word_embeddings ? "shared/embedding" : "lm_head",
+                         hf_name, err);
     }
     for (int decoder = 0; decoder < 2; decoder++) {
         const char *stack = decoder ? "decoder" : "encoder";
@@ -93,14 +133,14 @@ int hf_name_to_param(const struct model_config *cfg, const char *hf_name, char *
         if (strncmp(hf_name, prefix, len) != 0)
             continue;
         const char *rest = hf_name + len;
-        if (strcmp(rest, "final_layer_norm.weight") == 0) {
-            snprintf(out, out_size, "%s/final_norm", stack);
-            return 0;
-        }
-        int block, sub, consumed = 0;
-        if (sscanf(rest, "block.%d.layer.%d.%n", &block, &sub, &consumed) == 2 && consumed > 0)
-            return map_block_tensor(cfg, decoder, block, sub, rest + consumed, out, out_size,
-                                    hf_name, err);
+        if (strcmp(rest, "final_layer_norm.weight") == 0)
+            return copy_name(out, out_size, decoder ? "decoder/final_norm" : "encoder/final_norm",
+                             hf_name, err);
+        int block = match_index(&rest, "block.", ".");
+        int sub = block >= 0 ? match_index(&rest, "layer.", ".") : -1;
+        if (block >= 0 && sub >= 0)
+            return map_block_tensor(cfg, decoder, block, sub, rest, out, out_size, hf_name,
+                                    err);
         break;
     }
     return caem_fail(err, "unknown tensor name '%s'", hf_name);
