@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,8 +145,8 @@ int config_validate(const struct model_config *c, struct caem_error *err)
     if (!(c->router_jitter_noise >= 0.0f && c->router_jitter_noise < 1.0f))
         return caem_fail(err, "invalid config: router_jitter_noise is %g, expected [0, 1)",
                          (double)c->router_jitter_noise);
-    if (!(c->layer_norm_epsilon > 0.0f))
-        return caem_fail(err, "invalid config: layer_norm_epsilon is %g, expected > 0",
+    if (!(c->layer_norm_epsilon > 0.0f) || isinf(c->layer_norm_epsilon))
+        return caem_fail(err, "invalid config: layer_norm_epsilon is %g, expected a finite value > 0",
                          (double)c->layer_norm_epsilon);
     if (!(c->router_z_loss_coef >= 0.0f))
         return caem_fail(err, "invalid config: router_z_loss_coef is %g, expected >= 0",
@@ -153,8 +154,8 @@ int config_validate(const struct model_config *c, struct caem_error *err)
     if (!(c->router_aux_loss_coef >= 0.0f))
         return caem_fail(err, "invalid config: router_aux_loss_coef is %g, expected >= 0",
                          (double)c->router_aux_loss_coef);
-    if (!(c->initializer_factor > 0.0f))
-        return caem_fail(err, "invalid config: initializer_factor is %g, expected > 0",
+    if (!(c->initializer_factor > 0.0f) || isinf(c->initializer_factor))
+        return caem_fail(err, "invalid config: initializer_factor is %g, expected a finite value > 0",
                          (double)c->initializer_factor);
     int ids[3] = { c->pad_token_id, c->eos_token_id, c->decoder_start_token_id };
     const char *id_names[3] = { "pad_token_id", "eos_token_id", "decoder_start_token_id" };
@@ -217,7 +218,9 @@ static int set_field(struct model_config *cfg, const char *key, json_t *value,
         else if (mode != NULL && strcmp(mode, "clean") == 0)
             cfg->routing = ROUTING_CLEAN;
         else
-            return caem_fail(err, "config field 'routing' must be \"parity\" or \"clean\"");
+            return caem_fail(err, "config field 'routing' is %s%s%s, expected \"parity\" or "
+                             "\"clean\"", mode ? "\"" : "", mode ? mode : "not a string",
+                             mode ? "\"" : "");
         return 0;
     }
     for (size_t i = 0; i < FIELD_COUNT; i++) {
@@ -225,7 +228,7 @@ static int set_field(struct model_config *cfg, const char *key, json_t *value,
             continue;
         char *base = (char *)cfg + fields[i].offset;
         if (fields[i].type == FIELD_INT) {
-            if (json_is_true(value) || json_is_false(value)) {
+            if (strcmp(key, "tie_word_embeddings") == 0 && json_is_boolean(value)) {
                 *(int *)base = json_is_true(value);
                 return 0;
             }

@@ -84,6 +84,9 @@ static int map_block_tensor(const struct model_config *cfg, int decoder, int blo
         else if (strncmp(rest, module, len) == 0 && strlen(rest + len) == 8 &&
                  strchr("qkvo", rest[len]) != NULL && strcmp(rest + len + 1, ".weight") == 0)
             snprintf(leaf, sizeof leaf, "%s/%c", attention, rest[len]);
+        else if (strstr(rest, "relative_attention_bias") != NULL)
+            return caem_fail(err, "'%s': only block 0's self-attention has a relative "
+                             "attention bias", hf_name);
         else
             return caem_fail(err, "unknown attention tensor '%s'", hf_name);
         return write_name(out, size, err, hf_name, "%s/block_%02d/%s", stack, block, leaf);
@@ -105,6 +108,9 @@ static int map_block_tensor(const struct model_config *cfg, int decoder, int blo
     } else if (expert >= 0 && expert < cfg->num_experts &&
                (strcmp(expert_rest, "wi.weight") == 0 || strcmp(expert_rest, "wo.weight") == 0)) {
         snprintf(leaf, sizeof leaf, "moe/expert_%02d/%.2s", expert, expert_rest);
+    } else if (expert >= cfg->num_experts) {
+        return caem_fail(err, "'%s': expert %d does not exist (the model has %d experts)",
+                         hf_name, expert, cfg->num_experts);
     } else {
         return caem_fail(err, "unknown feed-forward tensor '%s' (%s block %d is %s)", hf_name,
                          stack, block, moe ? "an MoE layer" : "dense");

@@ -9,8 +9,9 @@
  * (decoder) attention maps positive offsets to bucket 0. Half of the
  * remaining buckets hold exact distances, the other half logarithmically
  * wider ranges up to max_distance, beyond which all share the last bucket.
- * Computed in float32 in the reference's order of operations, because an
- * offset such as 16 lands exactly on a bucket boundary. */
+ * Computed in float32 in the reference's order of operations, since the
+ * logarithm of an offset such as 16 lands exactly on a bucket boundary and
+ * the bucket depends on how that value rounds. */
 int position_bucket(int relative, int bidirectional, int num_buckets, int max_distance);
 
 /* Fills out[i * tk + j] with the bucket of j - i. */
