@@ -11,11 +11,17 @@
 
 CC ?= gcc
 BUILD := build
-PKGS := openblas jansson
+PKGS := jansson
+# OpenBLAS built for OpenMP, so that its threads and the OpenMP loops share
+# one thread pool (the default pthread build's threads compete with them). Its
+# directory is not the system default, hence the rpath.
+OPENBLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
 
 # Recursive (=) so that pkg-config runs after tools/deps.sh installed the packages.
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS = $(shell pkg-config --libs $(PKGS))
+PKG_CFLAGS = $(shell PKG_CONFIG_PATH=$(OPENBLAS_DIR)/pkgconfig pkg-config --cflags openblas) \
+             $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS = $(shell PKG_CONFIG_PATH=$(OPENBLAS_DIR)/pkgconfig pkg-config --libs openblas) \
+           -Wl,-rpath,$(OPENBLAS_DIR) $(shell pkg-config --libs $(PKGS))
 WARNINGS := -Wall -Wextra -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-unused-parameter
 BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -fopenmp $(WARNINGS) $(PKG_CFLAGS) -Isrc

@@ -15,9 +15,11 @@
 
 #include "error.h"
 
-/* Dropout with a regenerable mask: element i is kept when
- * rng_uniform(seed, offset + i) >= p and then scaled by 1 / (1 - p). p = 0
- * means no dropout. */
+/* Dropout with a regenerable mask: element i is kept, and scaled by
+ * 1 / (1 - p), when the 16-bit random value of stream index offset + i is at
+ * least p * 65536 rounded up, so p is applied to within 1.5e-5. The values
+ * come from Philox (rng.h), eight from each block: index j uses half j % 2
+ * of word (j / 2) % 4 of block j / 8. p = 0 means no dropout. */
 struct dropout_spec {
     float p;
     uint64_t seed;

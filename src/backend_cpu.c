@@ -147,12 +147,50 @@ static void cpu_relu_backward(const float *y, float *dy, size_t n)
         }                                                                                 \
     } while (0)
 
+/* Dropout keep threshold: element i is kept when its 16-bit random value is at
+ * least p * 65536, rounded up. One Philox block gives eight such values. */
+static uint32_t dropout_threshold(float p)
+{
+    double t = ceil((double)p * 65536.0);
+    return t > 65536.0 ? 65536u : (uint32_t)t;
+}
+
+/* Applies dropout to x[0, n), the elements first .. first + n - 1 of the
+ * stream, serially. */
+static void dropout_range(float *x, size_t n, uint64_t seed, uint64_t first,
+                          uint32_t threshold, float keep_scale)
+{
+    uint64_t last = first + n;
+    for (uint64_t block = first >> 3; block < (last + 7) >> 3; block++) {
+        uint32_t w[4];
+        philox4x32(seed, block, w);
+        for (int lane = 0; lane < 8; lane++) {
+            uint64_t index = block * 8 + (uint64_t)lane;
+            if (index < first || index >= last)
+                continue;
+            uint32_t value = lane & 1 ? w[lane >> 1] >> 16 : w[lane >> 1] & 0xffffu;
+            float *v = x + (index - first);
+            *v = value >= threshold ? *v * keep_scale : 0.0f;
+        }
+    }
+}
+
 static void cpu_dropout(float *x, size_t n, const struct dropout_spec *spec)
 {
     if (spec == NULL || spec->p <= 0.0f)
         return;
-    float p = spec->p, keep_scale = 1.0f / (1.0f - spec->p);
-    FOR_EACH_UNIFORM(n, spec->seed, spec->offset, x[i] = u >= p ? x[i] * keep_scale : 0.0f);
+    uint32_t threshold = dropout_threshold(spec->p);
+    float keep_scale = 1.0f / (1.0f - spec->p);
+    /* chunks of whole Philox blocks, so that the threads draw disjoint blocks */
+    size_t chunk = 8192;
+    size_t chunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN_WORK / 4)
+    for (size_t c = 0; c < chunks; c++) {
+        size_t begin = c * chunk;
+        size_t count = n - begin < chunk ? n - begin : chunk;
+        dropout_range(x + begin, count, spec->seed, spec->offset + begin, threshold,
+                      keep_scale);
+    }
 }
 
 static void cpu_jitter(float *x, size_t n, float eps, uint64_t seed, uint64_t offset,
@@ -289,6 +327,34 @@ static inline size_t head_offset(int b, int h, int t, int ld, int d_kv)
     return (size_t)b * t * ld + (size_t)h * d_kv;
 }
 
+/* Bias, masks and softmax of one row of scores. A masked score gets
+ * -FLT_MAX added to its bias before the bias is added, as the reference
+ * does, so that a row with every key masked becomes uniform, not NaN. */
+static void attention_softmax_row(float *row, const float *bias_row, const int32_t *key_mask,
+                                  int causal_limit, int tk)
+{
+    float max = -INFINITY;
+    for (int j = 0; j < tk; j++) {
+        float pb = bias_row != NULL ? bias_row[j] : 0.0f;
+        if ((key_mask != NULL && key_mask[j] == 0) || j > causal_limit)
+            pb += -FLT_MAX;
+        row[j] += pb;
+        if (row[j] > max)
+            max = row[j];
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < tk; j++) {
+        row[j] = expf(row[j] - max);
+        sum += row[j];
+    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < tk; j++)
+        row[j] *= inv;
+}
+
+/* Each (sequence, head) pair is one task: its scores, softmax, dropout and
+ * weighted sum stay in cache, and the GEMMs inside run on one thread (the
+ * OpenMP build of OpenBLAS does not start threads inside a parallel region). */
 static void cpu_attention_forward(const struct attention_shape *s, const float *q,
                                   const float *k, const float *v, const float *bias,
                                   const int32_t *key_mask, float *probs, float *dropped,
@@ -296,58 +362,38 @@ static void cpu_attention_forward(const struct attention_shape *s, const float *
 {
     int B = s->batch, H = s->heads, Tq = s->tq, Tk = s->tk, K = s->d_kv;
     size_t plane = (size_t)Tq * Tk;
+    int use_drop = drop != NULL && drop->p > 0.0f;
+    uint32_t threshold = use_drop ? dropout_threshold(drop->p) : 0;
+    float keep_scale = use_drop ? 1.0f / (1.0f - drop->p) : 1.0f;
 
-    /* scores = Q K^T per (sequence, head) */
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            cpu_gemm(0, 1, Tq, Tk, K, 1.0f, q + head_offset(b, h, Tq, s->ldq, K), s->ldq,
-                     k + head_offset(b, h, Tk, s->ldk, K), s->ldk, 0.0f,
-                     probs + ((size_t)b * H + h) * plane, Tk);
+#pragma omp parallel for schedule(dynamic) if ((size_t)B * H * plane * K > PARALLEL_MIN_WORK)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        float *p = probs + (size_t)bh * plane;
 
-    /* Bias, masks and softmax per row. A masked score gets -FLT_MAX added to
-     * its bias before the bias is added, as the reference does, so that a row
-     * with every key masked becomes uniform rather than NaN. */
-    int rows = B * H * Tq;
-#pragma omp parallel for schedule(static) if ((size_t)rows * Tk > PARALLEL_MIN_WORK)
-    for (int r = 0; r < rows; r++) {
-        int i = r % Tq;
-        int h = (r / Tq) % H;
-        int b = r / (Tq * H);
-        float *row = probs + (size_t)r * Tk;
-        float max = -INFINITY;
-        for (int j = 0; j < Tk; j++) {
-            float pb = bias != NULL ? bias[((size_t)h * Tq + i) * Tk + j] : 0.0f;
-            int masked = (key_mask != NULL && key_mask[(size_t)b * Tk + j] == 0) ||
-                         (s->causal && j > i);
-            if (masked)
-                pb += -FLT_MAX;
-            row[j] += pb;
-            if (row[j] > max)
-                max = row[j];
+        /* scores = Q K^T */
+        cpu_gemm(0, 1, Tq, Tk, K, 1.0f, q + head_offset(b, h, Tq, s->ldq, K), s->ldq,
+                 k + head_offset(b, h, Tk, s->ldk, K), s->ldk, 0.0f, p, Tk);
+
+        /* bias, masks, softmax */
+        for (int i = 0; i < Tq; i++)
+            attention_softmax_row(p + (size_t)i * Tk,
+                                  bias != NULL ? bias + ((size_t)h * Tq + i) * Tk : NULL,
+                                  key_mask != NULL ? key_mask + (size_t)b * Tk : NULL,
+                                  s->causal ? i : Tk, Tk);
+
+        /* dropout of the weights, then context = weights V */
+        const float *weights = p;
+        if (use_drop) {
+            float *d = dropped + (size_t)bh * plane;
+            memcpy(d, p, sizeof(float) * plane);
+            dropout_range(d, plane, drop->seed, drop->offset + (uint64_t)bh * plane, threshold,
+                          keep_scale);
+            weights = d;
         }
-        float sum = 0.0f;
-        for (int j = 0; j < Tk; j++) {
-            row[j] = expf(row[j] - max);
-            sum += row[j];
-        }
-        float inv = 1.0f / sum;
-        for (int j = 0; j < Tk; j++)
-            row[j] *= inv;
+        cpu_gemm(0, 0, Tq, K, Tk, 1.0f, weights, Tk, v + head_offset(b, h, Tk, s->ldv, K),
+                 s->ldv, 0.0f, ctx + head_offset(b, h, Tq, s->ldc, K), s->ldc);
     }
-
-    const float *weights = probs;
-    if (drop != NULL && drop->p > 0.0f) {
-        memcpy(dropped, probs, sizeof(float) * rows * Tk);
-        cpu_dropout(dropped, (size_t)rows * Tk, drop);
-        weights = dropped;
-    }
-
-    /* context = weights V */
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            cpu_gemm(0, 0, Tq, K, Tk, 1.0f, weights + ((size_t)b * H + h) * plane, Tk,
-                     v + head_offset(b, h, Tk, s->ldv, K), s->ldv, 0.0f,
-                     ctx + head_offset(b, h, Tq, s->ldc, K), s->ldc);
 }
 
 static void cpu_attention_backward(const struct attention_shape *s, const float *q,
@@ -359,63 +405,61 @@ static void cpu_attention_backward(const struct attention_shape *s, const float 
     int B = s->batch, H = s->heads, Tq = s->tq, Tk = s->tk, K = s->d_kv;
     size_t plane = (size_t)Tq * Tk;
     int use_drop = drop != NULL && drop->p > 0.0f;
-    const float *weights = use_drop ? dropped : probs;
-
-    /* dV = W^T dC and dW = dC V^T per (sequence, head) */
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            const float *dc = dctx + head_offset(b, h, Tq, s->ldc, K);
-            cpu_gemm(1, 0, Tk, K, Tq, 1.0f, weights + ((size_t)b * H + h) * plane, Tk, dc,
-                     s->ldc, 0.0f, dv + head_offset(b, h, Tk, s->ldv, K), s->ldv);
-            cpu_gemm(0, 1, Tq, Tk, K, 1.0f, dc, s->ldc, v + head_offset(b, h, Tk, s->ldv, K),
-                     s->ldv, 0.0f, scratch + ((size_t)b * H + h) * plane, Tk);
-        }
-
-    /* Through dropout, then the softmax: dS = P * (dP - sum_j dP_j P_j). The
-     * dropout mask is read off the stored weights (a kept weight is nonzero
-     * because softmax weights are positive) instead of drawn again; a weight
-     * of 0 from a masked key has dS = 0 either way. */
-    int rows = B * H * Tq;
     float keep_scale = use_drop ? 1.0f / (1.0f - drop->p) : 1.0f;
-#pragma omp parallel for schedule(static) if ((size_t)rows * Tk > PARALLEL_MIN_WORK)
-    for (int r = 0; r < rows; r++) {
-        float *ds = scratch + (size_t)r * Tk;
-        const float *p = probs + (size_t)r * Tk;
-        if (use_drop) {
-            const float *kept = dropped + (size_t)r * Tk;
+
+#pragma omp parallel for schedule(dynamic) if ((size_t)B * H * plane * K > PARALLEL_MIN_WORK)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        const float *p = probs + (size_t)bh * plane;
+        const float *weights = use_drop ? dropped + (size_t)bh * plane : p;
+        const float *dc = dctx + head_offset(b, h, Tq, s->ldc, K);
+        float *ds = scratch + (size_t)bh * plane;
+
+        /* dV = W^T dC and dW = dC V^T */
+        cpu_gemm(1, 0, Tk, K, Tq, 1.0f, weights, Tk, dc, s->ldc, 0.0f,
+                 dv + head_offset(b, h, Tk, s->ldv, K), s->ldv);
+        cpu_gemm(0, 1, Tq, Tk, K, 1.0f, dc, s->ldc, v + head_offset(b, h, Tk, s->ldv, K),
+                 s->ldv, 0.0f, ds, Tk);
+
+        /* Through dropout, then the softmax: dS = P * (dP - sum_j dP_j P_j). The
+         * dropout mask is read off the stored weights (a kept weight is
+         * nonzero because softmax weights are positive) instead of drawn
+         * again; a weight of 0 from a masked key has dS = 0 either way. */
+        for (int i = 0; i < Tq; i++) {
+            float *dsr = ds + (size_t)i * Tk;
+            const float *pr = p + (size_t)i * Tk;
+            if (use_drop) {
+                const float *kept = weights + (size_t)i * Tk;
+                for (int j = 0; j < Tk; j++)
+                    dsr[j] = kept[j] != 0.0f ? dsr[j] * keep_scale : 0.0f;
+            }
+            double dot = 0.0;
             for (int j = 0; j < Tk; j++)
-                ds[j] = kept[j] != 0.0f ? ds[j] * keep_scale : 0.0f;
+                dot += (double)dsr[j] * pr[j];
+            for (int j = 0; j < Tk; j++)
+                dsr[j] = pr[j] * (dsr[j] - (float)dot);
         }
-        double dot = 0.0;
-        for (int j = 0; j < Tk; j++)
-            dot += (double)ds[j] * p[j];
-        for (int j = 0; j < Tk; j++)
-            ds[j] = p[j] * (ds[j] - (float)dot);
+
+        /* dQ = dS K and dK = dS^T Q */
+        cpu_gemm(0, 0, Tq, K, Tk, 1.0f, ds, Tk, k + head_offset(b, h, Tk, s->ldk, K), s->ldk,
+                 0.0f, dq + head_offset(b, h, Tq, s->ldq, K), s->ldq);
+        cpu_gemm(1, 0, Tk, K, Tq, 1.0f, ds, Tk, q + head_offset(b, h, Tq, s->ldq, K), s->ldq,
+                 0.0f, dk + head_offset(b, h, Tk, s->ldk, K), s->ldk);
     }
 
     /* the bias is shared by every sequence of the batch */
     if (dbias != NULL) {
-#pragma omp parallel for schedule(static) if ((size_t)rows * Tk > PARALLEL_MIN_WORK)
+#pragma omp parallel for schedule(static) if ((size_t)B * H * plane > PARALLEL_MIN_WORK)
         for (int hi = 0; hi < H * Tq; hi++) {
             int h = hi / Tq, i = hi % Tq;
             float *out = dbias + ((size_t)h * Tq + i) * Tk;
             for (int b = 0; b < B; b++) {
-                const float *ds = scratch + (((size_t)b * H + h) * Tq + i) * Tk;
+                const float *dsr = scratch + (((size_t)b * H + h) * Tq + i) * Tk;
                 for (int j = 0; j < Tk; j++)
-                    out[j] += ds[j];
+                    out[j] += dsr[j];
             }
         }
     }
-
-    /* dQ = dS K and dK = dS^T Q */
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            const float *ds = scratch + ((size_t)b * H + h) * plane;
-            cpu_gemm(0, 0, Tq, K, Tk, 1.0f, ds, Tk, k + head_offset(b, h, Tk, s->ldk, K),
-                     s->ldk, 0.0f, dq + head_offset(b, h, Tq, s->ldq, K), s->ldq);
-            cpu_gemm(1, 0, Tk, K, Tq, 1.0f, ds, Tk, q + head_offset(b, h, Tq, s->ldq, K),
-                     s->ldq, 0.0f, dk + head_offset(b, h, Tk, s->ldk, K), s->ldk);
-        }
 }
 
 static void cpu_route_top1(const struct route_shape *s, const float *logits,

@@ -70,7 +70,7 @@ static void workspace_free(struct workspace *ws, const struct backend *be)
 
 static void alloc_attention(struct workspace *ws, const struct backend *be,
                             struct attention_cache *c, const struct model_config *cfg, int B,
-                            int Tq, int Tk, int dropout)
+                            int Tq, int Tk, int cross, int dropout)
 {
     int D = cfg->d_model, HK = cfg->num_heads * cfg->d_kv;
     size_t nq = (size_t)B * Tq, nk = (size_t)B * Tk;
@@ -78,9 +78,18 @@ static void alloc_attention(struct workspace *ws, const struct backend *be,
     c->x_in = ws_alloc(ws, be, FLOATS(nq * D));
     c->rinv = ws_alloc(ws, be, FLOATS(nq));
     c->normed = ws_alloc(ws, be, FLOATS(nq * D));
-    c->q = ws_alloc(ws, be, FLOATS(nq * HK));
-    c->k = ws_alloc(ws, be, FLOATS(nk * HK));
-    c->v = ws_alloc(ws, be, FLOATS(nk * HK));
+    if (!cross) {
+        c->q = ws_alloc(ws, be, FLOATS(nq * 3 * HK));
+        c->k = c->q != NULL ? c->q + HK : NULL;
+        c->v = c->q != NULL ? c->q + 2 * HK : NULL;
+        c->ldq = c->ldkv = 3 * HK;
+    } else {
+        c->q = ws_alloc(ws, be, FLOATS(nq * HK));
+        c->k = ws_alloc(ws, be, FLOATS(nk * 2 * HK));
+        c->v = c->k != NULL ? c->k + HK : NULL;
+        c->ldq = HK;
+        c->ldkv = 2 * HK;
+    }
     c->probs = ws_alloc(ws, be, FLOATS(plane));
     c->dropped = dropout ? ws_alloc(ws, be, FLOATS(plane)) : NULL;
     c->ctx = ws_alloc(ws, be, FLOATS(nq * HK));
@@ -133,9 +142,9 @@ static int alloc_stack(struct workspace *ws, const struct backend *be, struct st
     s->moe_layers = 0;
     for (int i = 0; i < layout->layers; i++) {
         struct block_cache *bc = &s->blocks[i];
-        alloc_attention(ws, be, &bc->self, cfg, B, T, T, dropout);
+        alloc_attention(ws, be, &bc->self, cfg, B, T, T, 0, dropout);
         if (decoder)
-            alloc_attention(ws, be, &bc->cross, cfg, B, T, Te, dropout);
+            alloc_attention(ws, be, &bc->cross, cfg, B, T, Te, 1, dropout);
         alloc_ff(ws, be, &bc->ff, cfg, layout->blocks[i].moe, B, T, training);
         s->moe_layers += layout->blocks[i].moe;
     }
@@ -200,9 +209,8 @@ static int workspace_prepare(struct model *m, int B, int Te, int Td, struct caem
     ws->dout = ws_alloc(ws, be, FLOATS(nmax * D));
     ws->dnormed = ws_alloc(ws, be, FLOATS(nmax * D));
     ws->dctx = ws_alloc(ws, be, FLOATS(nmax * HK));
-    ws->dq = ws_alloc(ws, be, FLOATS(nmax * HK));
-    ws->dk = ws_alloc(ws, be, FLOATS(nmax * HK));
-    ws->dv = ws_alloc(ws, be, FLOATS(nmax * HK));
+    ws->dq = ws_alloc(ws, be, FLOATS(nmax * 3 * HK));
+    ws->dkv = ws_alloc(ws, be, FLOATS(ne * 2 * HK));
     ws->dhidden = ws_alloc(ws, be, FLOATS(nmax * F));
     ws->dexpert_out = ws_alloc(ws, be, FLOATS(nmax * D));
     ws->dexpert_in = ws_alloc(ws, be, FLOATS(nmax * D));

@@ -10,8 +10,11 @@ struct attention_cache {
     float *x_in;    /* [Nq, D] residual stream entering the sublayer */
     float *rinv;    /* [Nq] */
     float *normed;  /* [Nq, D] */
-    float *q;       /* [Nq, HK] */
-    float *k, *v;   /* [Nk, HK] */
+    /* Self-attention keeps q, k and v side by side in one [N, 3 HK] buffer
+     * (row stride ldq = ldkv = 3 HK); cross-attention keeps q [Nq, HK]
+     * (ldq = HK) and k, v side by side in [Nk, 2 HK] (ldkv = 2 HK). */
+    float *q, *k, *v;
+    int ldq, ldkv;
     float *probs;   /* [B, H, Tq, Tk] */
     float *dropped; /* same, after dropout; NULL without dropout */
     float *ctx;     /* [Nq, HK] */
@@ -82,7 +85,8 @@ struct workspace {
     float *dout;        /* [Nmax, D] */
     float *dnormed;     /* [Nmax, D] */
     float *dctx;        /* [Nmax, HK] */
-    float *dq, *dk, *dv;/* [Nmax, HK] */
+    float *dq;          /* [Nmax, 3 HK]: dq, dk, dv of self-attention, or dq of cross */
+    float *dkv;         /* [Ne, 2 HK]: dk, dv of cross-attention */
     float *dhidden;     /* [Nmax, F] */
     float *dexpert_out; /* [Nmax, D] */
     float *dexpert_in;  /* [Nmax, D] */

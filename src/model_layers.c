@@ -6,6 +6,49 @@
 #define P(off) (m->params + (off))
 #define G(off) (m->grads + (off))
 
+/* y [n, count * HK] (row stride ldy) = x [n, D] times the `count` weights
+ * [HK, D] at offsets w[0..count); one GEMM when the weights are adjacent in
+ * the parameter buffer, as q, k and v are unless padding separates them. */
+static void project_forward(struct model *m, int n, const float *x, const size_t *w, int count,
+                            float *y, int ldy)
+{
+    const struct backend *be = m->backend;
+    int D = m->config.d_model, HK = m->config.num_heads * m->config.d_kv;
+    size_t size = (size_t)HK * D;
+    int adjacent = 1;
+    for (int i = 1; i < count; i++)
+        adjacent = adjacent && w[i] == w[0] + i * size;
+    if (adjacent) {
+        be->gemm(0, 1, n, count * HK, D, 1.0f, x, D, P(w[0]), D, 0.0f, y, ldy);
+        return;
+    }
+    for (int i = 0; i < count; i++)
+        be->gemm(0, 1, n, HK, D, 1.0f, x, D, P(w[i]), D, 0.0f, y + i * HK, ldy);
+}
+
+/* Backward of project_forward: the weight gradients accumulate, and dx gets
+ * (beta = 0) or adds (beta = 1) the input gradient dy times the weights. */
+static void project_backward(struct model *m, int n, const float *x, const size_t *w,
+                             int count, const float *dy, int ldy, float *dx, float beta)
+{
+    const struct backend *be = m->backend;
+    int D = m->config.d_model, HK = m->config.num_heads * m->config.d_kv;
+    size_t size = (size_t)HK * D;
+    int adjacent = 1;
+    for (int i = 1; i < count; i++)
+        adjacent = adjacent && w[i] == w[0] + i * size;
+    if (adjacent) {
+        be->gemm(1, 0, count * HK, D, n, 1.0f, dy, ldy, x, D, 1.0f, G(w[0]), D);
+        be->gemm(0, 0, n, D, count * HK, 1.0f, dy, ldy, P(w[0]), D, beta, dx, D);
+        return;
+    }
+    for (int i = 0; i < count; i++) {
+        be->gemm(1, 0, HK, D, n, 1.0f, dy + i * HK, ldy, x, D, 1.0f, G(w[i]), D);
+        be->gemm(0, 0, n, D, HK, 1.0f, dy + i * HK, ldy, P(w[i]), D, i == 0 ? beta : 1.0f,
+                 dx, D);
+    }
+}
+
 void attention_layer_forward(struct model *m, const struct attention_offsets *p,
                              struct attention_cache *c, float *x, int B, int Tq, int Tk,
                              const float *kv_source, const float *bias,
@@ -21,15 +64,19 @@ void attention_layer_forward(struct model *m, const struct attention_offsets *p,
     be->copy(c->x_in, x, FLOATS((size_t)nq * D));
     be->rmsnorm_forward(x, P(p->norm), nq, D, cfg->layer_norm_epsilon, c->normed, c->rinv);
 
-    /* projections */
-    const float *src = kv_source != NULL ? kv_source : c->normed;
-    be->gemm(0, 1, nq, HK, D, 1.0f, c->normed, D, P(p->q), D, 0.0f, c->q, HK);
-    be->gemm(0, 1, nk, HK, D, 1.0f, src, D, P(p->k), D, 0.0f, c->k, HK);
-    be->gemm(0, 1, nk, HK, D, 1.0f, src, D, P(p->v), D, 0.0f, c->v, HK);
+    /* projections: q, k, v side by side in one buffer for self-attention;
+     * q alone and k, v side by side for cross-attention */
+    size_t qkv[3] = { p->q, p->k, p->v };
+    if (kv_source == NULL) {
+        project_forward(m, nq, c->normed, qkv, 3, c->q, c->ldq);
+    } else {
+        project_forward(m, nq, c->normed, qkv, 1, c->q, c->ldq);
+        project_forward(m, nk, kv_source, qkv + 1, 2, c->k, c->ldkv);
+    }
 
     /* attention */
-    struct attention_shape s = { B, Tq, Tk, cfg->num_heads, cfg->d_kv, HK, HK, HK, HK,
-                                 causal };
+    struct attention_shape s = { B, Tq, Tk, cfg->num_heads, cfg->d_kv, c->ldq, c->ldkv,
+                                 c->ldkv, HK, causal };
     c->drop_probs = model_dropout_spec(m, (size_t)B * cfg->num_heads * Tq * Tk);
     be->attention_forward(&s, c->q, c->k, c->v, bias, key_mask, c->probs, c->dropped, c->ctx,
                           &c->drop_probs);
@@ -58,20 +105,22 @@ void attention_layer_backward(struct model *m, const struct attention_offsets *p
     be->gemm(0, 0, nq, HK, D, 1.0f, dout, D, P(p->o), HK, 0.0f, ws->dctx, HK);
     be->gemm(1, 0, D, HK, nq, 1.0f, dout, D, c->ctx, HK, 1.0f, G(p->o), HK);
 
-    /* attention */
-    struct attention_shape s = { B, Tq, Tk, cfg->num_heads, cfg->d_kv, HK, HK, HK, HK, 0 };
-    be->attention_backward(&s, c->q, c->k, c->v, c->probs, c->dropped, ws->dctx, ws->dq,
-                           ws->dk, ws->dv, dbias, ws->attn_scratch, &c->drop_probs);
+    /* attention; the gradients take the layout of q, k and v */
+    float *dq = ws->dq;
+    float *dk = kv_source == NULL ? ws->dq + HK : ws->dkv;
+    struct attention_shape s = { B, Tq, Tk, cfg->num_heads, cfg->d_kv, c->ldq, c->ldkv,
+                                 c->ldkv, HK, 0 };
+    be->attention_backward(&s, c->q, c->k, c->v, c->probs, c->dropped, ws->dctx, dq, dk,
+                           dk + HK, dbias, ws->attn_scratch, &c->drop_probs);
 
     /* projections: weight gradients, and the gradient of their inputs */
-    const float *src = kv_source != NULL ? kv_source : c->normed;
-    be->gemm(1, 0, HK, D, nq, 1.0f, ws->dq, HK, c->normed, D, 1.0f, G(p->q), D);
-    be->gemm(1, 0, HK, D, nk, 1.0f, ws->dk, HK, src, D, 1.0f, G(p->k), D);
-    be->gemm(1, 0, HK, D, nk, 1.0f, ws->dv, HK, src, D, 1.0f, G(p->v), D);
-    be->gemm(0, 0, nq, D, HK, 1.0f, ws->dq, HK, P(p->q), D, 0.0f, dnormed, D);
-    float *dsrc = kv_source != NULL ? dkv_source : dnormed;
-    be->gemm(0, 0, nk, D, HK, 1.0f, ws->dk, HK, P(p->k), D, 1.0f, dsrc, D);
-    be->gemm(0, 0, nk, D, HK, 1.0f, ws->dv, HK, P(p->v), D, 1.0f, dsrc, D);
+    size_t qkv[3] = { p->q, p->k, p->v };
+    if (kv_source == NULL) {
+        project_backward(m, nq, c->normed, qkv, 3, dq, c->ldq, dnormed, 0.0f);
+    } else {
+        project_backward(m, nq, c->normed, qkv, 1, dq, c->ldq, dnormed, 0.0f);
+        project_backward(m, nk, kv_source, qkv + 1, 2, dk, c->ldkv, dkv_source, 1.0f);
+    }
 
     /* norm */
     be->rmsnorm_backward(dnormed, c->x_in, P(p->norm), c->rinv, nq, D, dx, G(p->norm));
