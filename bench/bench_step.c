@@ -125,7 +125,7 @@ static const char *const profile_op_names[OP_COUNT] = {
     "grouped GEMM (experts)",
     "attention forward (with its GEMMs)",
     "attention backward (with its GEMMs)",
-    "dropout",
+    "dropout (with residual adds and copies)",
     "router jitter",
     "RMS norm",
     "routing, dispatch and router losses",
@@ -240,10 +240,10 @@ static void timed_relu_forward(float *x, size_t n)
     profile_add(OP_ELEMENTWISE, start);
 }
 
-static void timed_relu_backward(const float *y, float *dy, size_t n)
+static void timed_relu_backward(const float *y, float *dy, size_t n, float scale)
 {
     double start = seconds_now();
-    profile.base->relu_backward(y, dy, n);
+    profile.base->relu_backward(y, dy, n, scale);
     profile_add(OP_ELEMENTWISE, start);
 }
 
@@ -251,6 +251,22 @@ static void timed_dropout(float *x, size_t n, const struct dropout_spec *spec)
 {
     double start = seconds_now();
     profile.base->dropout(x, n, spec);
+    profile_add(OP_DROPOUT, start);
+}
+
+static void timed_dropout_copy(float *dst, const float *src, size_t n,
+                               const struct dropout_spec *spec)
+{
+    double start = seconds_now();
+    profile.base->dropout_copy(dst, src, n, spec);
+    profile_add(OP_DROPOUT, start);
+}
+
+static void timed_dropout_add(float *dst, const float *x, const float *y, size_t n,
+                              const struct dropout_spec *spec)
+{
+    double start = seconds_now();
+    profile.base->dropout_add(dst, x, y, n, spec);
     profile_add(OP_DROPOUT, start);
 }
 
@@ -450,6 +466,8 @@ static struct backend profiled_backend(const struct backend *base, int vocab_siz
     t.relu_forward = timed_relu_forward;
     t.relu_backward = timed_relu_backward;
     t.dropout = timed_dropout;
+    t.dropout_copy = timed_dropout_copy;
+    t.dropout_add = timed_dropout_add;
     t.jitter = timed_jitter;
     t.embedding_forward = timed_embedding_forward;
     t.embedding_backward = timed_embedding_backward;

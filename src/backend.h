@@ -80,10 +80,18 @@ struct backend {
     /* elementwise */
     void (*add)(float *y, const float *x, size_t n);            /* y += x */
     void (*scale)(float *y, float alpha, size_t n);             /* y *= alpha */
-    void (*relu_forward)(float *x, size_t n);                   /* in place */
-    void (*relu_backward)(const float *y, float *dy, size_t n); /* dy *= (y > 0) */
+    void (*relu_forward)(float *x, size_t n); /* in place */
+    /* dy = y > 0 ? scale * dy : 0. With y the ReLU output after dropout and
+     * scale = 1 / (1 - p), this is the backward of both. */
+    void (*relu_backward)(const float *y, float *dy, size_t n, float scale);
     /* In place; the same call applies the mask to a gradient. */
     void (*dropout)(float *x, size_t n, const struct dropout_spec *spec);
+    /* dst = dropout(src), or a copy when spec->p = 0. */
+    void (*dropout_copy)(float *dst, const float *src, size_t n,
+                         const struct dropout_spec *spec);
+    /* dst = x + dropout(y): a residual connection. dst may be x. */
+    void (*dropout_add)(float *dst, const float *x, const float *y, size_t n,
+                        const struct dropout_spec *spec);
     /* x *= U(1 - eps, 1 + eps) drawn from (seed, offset); divide = 1 divides
      * by the same values instead (to undo it). */
     void (*jitter)(float *x, size_t n, float eps, uint64_t seed, uint64_t offset, int divide);

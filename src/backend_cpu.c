@@ -118,12 +118,11 @@ static void cpu_relu_forward(float *x, size_t n)
         x[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-static void cpu_relu_backward(const float *y, float *dy, size_t n)
+static void cpu_relu_backward(const float *y, float *dy, size_t n, float scale)
 {
 #pragma omp parallel for schedule(static) if (n > PARALLEL_MIN_WORK)
     for (size_t i = 0; i < n; i++)
-        if (!(y[i] > 0.0f))
-            dy[i] = 0.0f;
+        dy[i] = y[i] > 0.0f ? dy[i] * scale : 0.0f;
 }
 
 /* Calls fn(i, u) for i in [0, n) with u = rng_uniform(seed, offset + i),
@@ -155,10 +154,11 @@ static uint32_t dropout_threshold(float p)
     return t > 65536.0 ? 65536u : (uint32_t)t;
 }
 
-/* Applies dropout to x[0, n), the elements first .. first + n - 1 of the
- * stream, serially. */
-static void dropout_range(float *x, size_t n, uint64_t seed, uint64_t first,
-                          uint32_t threshold, float keep_scale)
+/* dst[i] = x[i] + dropout(y[i]) for the elements first .. first + n - 1 of
+ * the stream, serially; x NULL means 0 (plain dropout). */
+static void dropout_range_add(float *dst, const float *x, const float *y, size_t n,
+                              uint64_t seed, uint64_t first, uint32_t threshold,
+                              float keep_scale)
 {
     uint64_t last = first + n;
     for (uint64_t block = first >> 3; block < (last + 7) >> 3; block++) {
@@ -169,9 +169,34 @@ static void dropout_range(float *x, size_t n, uint64_t seed, uint64_t first,
             if (index < first || index >= last)
                 continue;
             uint32_t value = lane & 1 ? w[lane >> 1] >> 16 : w[lane >> 1] & 0xffffu;
-            float *v = x + (index - first);
-            *v = value >= threshold ? *v * keep_scale : 0.0f;
+            size_t i = (size_t)(index - first);
+            float kept = value >= threshold ? y[i] * keep_scale : 0.0f;
+            dst[i] = x != NULL ? x[i] + kept : kept;
         }
+    }
+}
+
+static void dropout_range(float *x, size_t n, uint64_t seed, uint64_t first,
+                          uint32_t threshold, float keep_scale)
+{
+    dropout_range_add(x, NULL, x, n, seed, first, threshold, keep_scale);
+}
+
+/* dst = x + dropout(y) over n values, in chunks of whole Philox blocks so
+ * that the threads draw disjoint blocks. */
+static void dropout_apply(float *dst, const float *x, const float *y, size_t n,
+                          const struct dropout_spec *spec)
+{
+    uint32_t threshold = dropout_threshold(spec->p);
+    float keep_scale = 1.0f / (1.0f - spec->p);
+    size_t chunk = 8192;
+    size_t chunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN_WORK / 4)
+    for (size_t c = 0; c < chunks; c++) {
+        size_t begin = c * chunk;
+        size_t count = n - begin < chunk ? n - begin : chunk;
+        dropout_range_add(dst + begin, x != NULL ? x + begin : NULL, y + begin, count,
+                          spec->seed, spec->offset + begin, threshold, keep_scale);
     }
 }
 
@@ -179,18 +204,30 @@ static void cpu_dropout(float *x, size_t n, const struct dropout_spec *spec)
 {
     if (spec == NULL || spec->p <= 0.0f)
         return;
-    uint32_t threshold = dropout_threshold(spec->p);
-    float keep_scale = 1.0f / (1.0f - spec->p);
-    /* chunks of whole Philox blocks, so that the threads draw disjoint blocks */
-    size_t chunk = 8192;
-    size_t chunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN_WORK / 4)
-    for (size_t c = 0; c < chunks; c++) {
-        size_t begin = c * chunk;
-        size_t count = n - begin < chunk ? n - begin : chunk;
-        dropout_range(x + begin, count, spec->seed, spec->offset + begin, threshold,
-                      keep_scale);
+    dropout_apply(x, NULL, x, n, spec);
+}
+
+static void cpu_dropout_copy(float *dst, const float *src, size_t n,
+                             const struct dropout_spec *spec)
+{
+    if (spec == NULL || spec->p <= 0.0f) {
+        if (dst != src)
+            memmove(dst, src, sizeof(float) * n);
+        return;
     }
+    dropout_apply(dst, NULL, src, n, spec);
+}
+
+static void cpu_dropout_add(float *dst, const float *x, const float *y, size_t n,
+                            const struct dropout_spec *spec)
+{
+    if (spec == NULL || spec->p <= 0.0f) {
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN_WORK)
+        for (size_t i = 0; i < n; i++)
+            dst[i] = x[i] + y[i];
+        return;
+    }
+    dropout_apply(dst, x, y, n, spec);
 }
 
 static void cpu_jitter(float *x, size_t n, float eps, uint64_t seed, uint64_t offset,
@@ -756,6 +793,8 @@ static const struct backend cpu_backend = {
     .relu_forward = cpu_relu_forward,
     .relu_backward = cpu_relu_backward,
     .dropout = cpu_dropout,
+    .dropout_copy = cpu_dropout_copy,
+    .dropout_add = cpu_dropout_add,
     .jitter = cpu_jitter,
     .embedding_forward = cpu_embedding_forward,
     .embedding_backward = cpu_embedding_backward,

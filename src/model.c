@@ -75,7 +75,7 @@ static void alloc_attention(struct workspace *ws, const struct backend *be,
     int D = cfg->d_model, HK = cfg->num_heads * cfg->d_kv;
     size_t nq = (size_t)B * Tq, nk = (size_t)B * Tk;
     size_t plane = (size_t)B * cfg->num_heads * Tq * Tk;
-    c->x_in = ws_alloc(ws, be, FLOATS(nq * D));
+    c->x_out = ws_alloc(ws, be, FLOATS(nq * D));
     c->rinv = ws_alloc(ws, be, FLOATS(nq));
     c->normed = ws_alloc(ws, be, FLOATS(nq * D));
     if (!cross) {
@@ -101,7 +101,7 @@ static void alloc_ff(struct workspace *ws, const struct backend *be, struct ff_c
     int D = cfg->d_model, F = cfg->d_ff, E = cfg->num_experts;
     size_t n = (size_t)B * T;
     int dropout = training && cfg->dropout_rate > 0.0f;
-    c->x_in = ws_alloc(ws, be, FLOATS(n * D));
+    c->x_out = ws_alloc(ws, be, FLOATS(n * D));
     c->rinv = ws_alloc(ws, be, FLOATS(n));
     c->normed = ws_alloc(ws, be, FLOATS(n * D));
     if (!moe) {
@@ -151,7 +151,7 @@ static int alloc_stack(struct workspace *ws, const struct backend *be, struct st
     s->buckets = ws_host(ws, INTS((size_t)T * T));
     s->bias = ws_alloc(ws, be, FLOATS((size_t)H * T * T));
     s->dbias = ws_alloc(ws, be, FLOATS((size_t)H * T * T));
-    s->final_in = ws_alloc(ws, be, FLOATS((size_t)B * T * D));
+    s->embedded = ws_alloc(ws, be, FLOATS((size_t)B * T * D));
     s->final_rinv = ws_alloc(ws, be, FLOATS((size_t)B * T));
     s->out = ws_alloc(ws, be, FLOATS((size_t)B * T * D));
     if (s->buckets != NULL)
@@ -360,32 +360,38 @@ static void stack_forward(struct model *m, struct stack_cache *s,
     const struct model_config *c = &m->config;
     struct workspace *ws = m->ws;
     int B = ws->batch_size, T = s->tokens, D = c->d_model, n = B * T;
-    float *x = s->out; /* the residual stream runs in the output buffer */
+    const float *x = s->embedded;
 
-    be->embedding_forward(m->params + m->layout.embedding, ids, n, D, x);
+    be->embedding_forward(m->params + m->layout.embedding, ids, n, D, s->embedded);
     s->drop_embed = model_dropout_spec(m, (size_t)n * D);
-    be->dropout(x, (size_t)n * D, &s->drop_embed);
+    be->dropout(s->embedded, (size_t)n * D, &s->drop_embed);
 
     /* The relative position bias of block 0 serves every block. */
     be->position_bias_forward(m->params + layout->relative_bias, s->buckets, c->num_heads, T,
                               T, s->bias);
 
+    /* each sublayer writes the residual stream into its own buffer, which
+     * the next sublayer reads and the backward pass reads again */
     for (int i = 0; i < layout->layers; i++) {
         const struct block_offsets *p = &layout->blocks[i];
         struct block_cache *bc = &s->blocks[i];
         attention_layer_forward(m, &p->self, &bc->self, x, B, T, T, NULL, s->bias, key_mask,
                                 decoder);
-        if (decoder)
+        x = bc->self.x_out;
+        if (decoder) {
             attention_layer_forward(m, &p->cross, &bc->cross, x, B, T, ws->encoder_length,
                                     encoder_out, NULL, encoder_mask, 0);
+            x = bc->cross.x_out;
+        }
         ff_layer_forward(m, p, &bc->ff, x, B, T);
+        x = bc->ff.x_out;
     }
 
-    be->copy(s->final_in, x, FLOATS((size_t)n * D));
-    be->rmsnorm_forward(s->final_in, m->params + layout->final_norm, n, D,
-                        c->layer_norm_epsilon, x, s->final_rinv);
+    s->final_in = x;
+    be->rmsnorm_forward(x, m->params + layout->final_norm, n, D, c->layer_norm_epsilon, s->out,
+                        s->final_rinv);
     s->drop_final = model_dropout_spec(m, (size_t)n * D);
-    be->dropout(x, (size_t)n * D, &s->drop_final);
+    be->dropout(s->out, (size_t)n * D, &s->drop_final);
 }
 
 /* Router z-loss and load-balancing loss of one stack, pooled over its MoE
@@ -542,8 +548,7 @@ static void stack_backward(struct model *m, struct stack_cache *s,
     float *grads = m->grads;
 
     /* final norm: its output gradient is in dx; the input gradient replaces it */
-    be->dropout(dx, (size_t)n * D, &s->drop_final);
-    be->copy(ws->dnormed, dx, FLOATS((size_t)n * D));
+    be->dropout_copy(ws->dnormed, dx, (size_t)n * D, &s->drop_final);
     be->zero(dx, FLOATS((size_t)n * D));
     be->rmsnorm_backward(ws->dnormed, s->final_in, m->params + layout->final_norm,
                          s->final_rinv, n, D, dx, grads + layout->final_norm);

@@ -7,7 +7,8 @@
 
 /* Saved activations of one attention sublayer. */
 struct attention_cache {
-    float *x_in;    /* [Nq, D] residual stream entering the sublayer */
+    const float *x_in; /* [Nq, D] residual stream entering the sublayer (not owned) */
+    float *x_out;      /* [Nq, D] residual stream leaving it */
     float *rinv;    /* [Nq] */
     float *normed;  /* [Nq, D] */
     /* Self-attention keeps q, k and v side by side in one [N, 3 HK] buffer
@@ -23,7 +24,8 @@ struct attention_cache {
 
 /* Saved activations of one feed-forward sublayer, dense or MoE. */
 struct ff_cache {
-    float *x_in;   /* [N, D] */
+    const float *x_in; /* [N, D] (not owned) */
+    float *x_out;      /* [N, D] */
     float *rinv;   /* [N] */
     float *normed; /* [N, D]; in parity mode with jitter, the jittered values */
     struct dropout_spec drop_hidden, drop_out;
@@ -56,7 +58,9 @@ struct stack_cache {
     int32_t *buckets; /* host [T, T] */
     float *bias;      /* [H, T, T] */
     float *dbias;     /* [H, T, T] */
-    float *final_in, *final_rinv;
+    float *embedded;       /* [N, D] embeddings after dropout */
+    const float *final_in; /* the last block's x_out */
+    float *final_rinv;
     float *out; /* [N, D] stack output after the final norm and dropout */
     struct dropout_spec drop_embed, drop_final;
     int moe_layers;
@@ -104,11 +108,12 @@ struct workspace {
  * p = 0 when the model is not training or has no dropout. */
 struct dropout_spec model_dropout_spec(struct model *m, size_t count);
 
-/* Pre-norm attention sublayer: x += dropout(attention(norm(x)) W_o^T). For
- * self-attention kv_source is NULL and keys come from the normed x; for
- * cross-attention they come from kv_source [B * Tk, D]. */
+/* Pre-norm attention sublayer: c->x_out = x + dropout(attention(norm(x))
+ * W_o^T); x must stay valid until the backward pass. For self-attention
+ * kv_source is NULL and keys come from the normed x; for cross-attention they
+ * come from kv_source [B * Tk, D]. */
 void attention_layer_forward(struct model *m, const struct attention_offsets *p,
-                             struct attention_cache *c, float *x, int B, int Tq, int Tk,
+                             struct attention_cache *c, const float *x, int B, int Tq, int Tk,
                              const float *kv_source, const float *bias,
                              const int32_t *key_mask, int causal);
 
@@ -119,9 +124,10 @@ void attention_layer_backward(struct model *m, const struct attention_offsets *p
                               struct attention_cache *c, float *dx, int B, int Tq, int Tk,
                               const float *kv_source, float *dkv_source, float *dbias);
 
-/* Pre-norm feed-forward sublayer, dense or MoE by p->moe. */
+/* Pre-norm feed-forward sublayer, dense or MoE by p->moe; the output goes to
+ * c->x_out as for attention. */
 void ff_layer_forward(struct model *m, const struct block_offsets *p, struct ff_cache *c,
-                      float *x, int B, int T);
+                      const float *x, int B, int T);
 void ff_layer_backward(struct model *m, const struct block_offsets *p, struct ff_cache *c,
                        float *dx, int B, int T);
 

@@ -6,6 +6,12 @@
 #define P(off) (m->params + (off))
 #define G(off) (m->grads + (off))
 
+/* The factor dropout applies to a kept value, 1 without dropout. */
+static float dropout_scale(const struct dropout_spec *d)
+{
+    return d->p > 0.0f ? 1.0f / (1.0f - d->p) : 1.0f;
+}
+
 /* y [n, count * HK] (row stride ldy) = x [n, D] times the `count` weights
  * [HK, D] at offsets w[0..count); one GEMM when the weights are adjacent in
  * the parameter buffer, as q, k and v are unless padding separates them. */
@@ -50,7 +56,7 @@ static void project_backward(struct model *m, int n, const float *x, const size_
 }
 
 void attention_layer_forward(struct model *m, const struct attention_offsets *p,
-                             struct attention_cache *c, float *x, int B, int Tq, int Tk,
+                             struct attention_cache *c, const float *x, int B, int Tq, int Tk,
                              const float *kv_source, const float *bias,
                              const int32_t *key_mask, int causal)
 {
@@ -61,7 +67,7 @@ void attention_layer_forward(struct model *m, const struct attention_offsets *p,
     float *out = m->ws->tmp;
 
     /* normalize, keeping the input for the norm's backward */
-    be->copy(c->x_in, x, FLOATS((size_t)nq * D));
+    c->x_in = x;
     be->rmsnorm_forward(x, P(p->norm), nq, D, cfg->layer_norm_epsilon, c->normed, c->rinv);
 
     /* projections: q, k, v side by side in one buffer for self-attention;
@@ -84,8 +90,7 @@ void attention_layer_forward(struct model *m, const struct attention_offsets *p,
     /* output projection, dropout and residual */
     be->gemm(0, 1, nq, D, HK, 1.0f, c->ctx, HK, P(p->o), HK, 0.0f, out, D);
     c->drop_out = model_dropout_spec(m, (size_t)nq * D);
-    be->dropout(out, (size_t)nq * D, &c->drop_out);
-    be->add(x, out, (size_t)nq * D);
+    be->dropout_add(c->x_out, x, out, (size_t)nq * D, &c->drop_out);
 }
 
 void attention_layer_backward(struct model *m, const struct attention_offsets *p,
@@ -100,8 +105,7 @@ void attention_layer_backward(struct model *m, const struct attention_offsets *p
     float *dout = ws->dout, *dnormed = ws->dnormed;
 
     /* through the residual's dropout and the output projection */
-    be->copy(dout, dx, FLOATS((size_t)nq * D));
-    be->dropout(dout, (size_t)nq * D, &c->drop_out);
+    be->dropout_copy(dout, dx, (size_t)nq * D, &c->drop_out);
     be->gemm(0, 0, nq, HK, D, 1.0f, dout, D, P(p->o), HK, 0.0f, ws->dctx, HK);
     be->gemm(1, 0, D, HK, nq, 1.0f, dout, D, c->ctx, HK, 1.0f, G(p->o), HK);
 
@@ -136,8 +140,7 @@ static void dense_forward(struct model *m, const struct block_offsets *p, struct
     const float *h = c->hidden;
     c->drop_hidden = model_dropout_spec(m, (size_t)n * F);
     if (c->hidden_dropped != NULL) {
-        be->copy(c->hidden_dropped, c->hidden, FLOATS((size_t)n * F));
-        be->dropout(c->hidden_dropped, (size_t)n * F, &c->drop_hidden);
+        be->dropout_copy(c->hidden_dropped, c->hidden, (size_t)n * F, &c->drop_hidden);
         h = c->hidden_dropped;
     }
     be->gemm(0, 1, n, D, F, 1.0f, h, F, P(p->wo), F, 0.0f, out, D);
@@ -152,8 +155,7 @@ static void dense_backward(struct model *m, const struct block_offsets *p, struc
     const float *h = c->hidden_dropped != NULL ? c->hidden_dropped : c->hidden;
     be->gemm(0, 0, n, F, D, 1.0f, dout, D, P(p->wo), F, 0.0f, dh, F);
     be->gemm(1, 0, D, F, n, 1.0f, dout, D, h, F, 1.0f, G(p->wo), F);
-    be->dropout(dh, (size_t)n * F, &c->drop_hidden);
-    be->relu_backward(c->hidden, dh, (size_t)n * F);
+    be->relu_backward(h, dh, (size_t)n * F, dropout_scale(&c->drop_hidden));
     be->gemm(0, 0, n, D, F, 1.0f, dh, F, P(p->wi), D, 0.0f, dnormed, D);
     be->gemm(1, 0, F, D, n, 1.0f, dh, F, c->normed, D, 1.0f, G(p->wi), D);
 }
@@ -199,8 +201,8 @@ static void moe_forward(struct model *m, const struct block_offsets *p, struct f
     const float *h = c->expert_hidden;
     c->drop_hidden = model_dropout_spec(m, (size_t)n * F);
     if (c->expert_dropped != NULL) {
-        be->copy(c->expert_dropped, c->expert_hidden, FLOATS((size_t)routed * F));
-        be->dropout(c->expert_dropped, (size_t)routed * F, &c->drop_hidden);
+        be->dropout_copy(c->expert_dropped, c->expert_hidden, (size_t)routed * F,
+                         &c->drop_hidden);
         h = c->expert_dropped;
     }
     be->grouped_gemm_nt(E, c->offsets, D, F, h, P(p->expert_wo), p->expert_stride,
@@ -237,8 +239,7 @@ static void moe_backward(struct model *m, const struct block_offsets *p, struct 
                         p->expert_stride, ws->dhidden);
     be->grouped_gemm_tn(E, c->offsets, D, F, ws->dexpert_out, h, G(p->expert_wo),
                         p->expert_stride);
-    be->dropout(ws->dhidden, (size_t)routed * F, &c->drop_hidden);
-    be->relu_backward(c->expert_hidden, ws->dhidden, (size_t)routed * F);
+    be->relu_backward(h, ws->dhidden, (size_t)routed * F, dropout_scale(&c->drop_hidden));
     be->grouped_gemm_nn(E, c->offsets, D, F, ws->dhidden, P(p->expert_wi), p->expert_stride,
                         ws->dexpert_in);
     be->grouped_gemm_tn(E, c->offsets, F, D, ws->dhidden, c->expert_in, G(p->expert_wi),
@@ -261,13 +262,13 @@ static void moe_backward(struct model *m, const struct block_offsets *p, struct 
 }
 
 void ff_layer_forward(struct model *m, const struct block_offsets *p, struct ff_cache *c,
-                      float *x, int B, int T)
+                      const float *x, int B, int T)
 {
     const struct backend *be = m->backend;
     int D = m->config.d_model, n = B * T;
     float *out = m->ws->tmp;
 
-    be->copy(c->x_in, x, FLOATS((size_t)n * D));
+    c->x_in = x;
     be->rmsnorm_forward(x, P(p->ff_norm), n, D, m->config.layer_norm_epsilon, c->normed,
                         c->rinv);
     if (p->moe)
@@ -275,8 +276,7 @@ void ff_layer_forward(struct model *m, const struct block_offsets *p, struct ff_
     else
         dense_forward(m, p, c, n, out);
     c->drop_out = model_dropout_spec(m, (size_t)n * D);
-    be->dropout(out, (size_t)n * D, &c->drop_out);
-    be->add(x, out, (size_t)n * D);
+    be->dropout_add(c->x_out, x, out, (size_t)n * D, &c->drop_out);
 }
 
 void ff_layer_backward(struct model *m, const struct block_offsets *p, struct ff_cache *c,
@@ -286,8 +286,7 @@ void ff_layer_backward(struct model *m, const struct block_offsets *p, struct ff
     struct workspace *ws = m->ws;
     int D = m->config.d_model, n = B * T;
 
-    be->copy(ws->dout, dx, FLOATS((size_t)n * D));
-    be->dropout(ws->dout, (size_t)n * D, &c->drop_out);
+    be->dropout_copy(ws->dout, dx, (size_t)n * D, &c->drop_out);
     if (p->moe)
         moe_backward(m, p, c, B, T, ws->dout, ws->dnormed);
     else
