@@ -15,11 +15,11 @@
 
 #include "error.h"
 
-/* Dropout with a regenerable mask: element i is kept, and scaled by
+/* Dropout with a regenerable mask. Element i is kept, and scaled by
  * 1 / (1 - p), when the 16-bit random value of stream index offset + i is at
- * least p * 65536 rounded up, so p is applied to within 1.5e-5. The values
- * come from Philox (rng.h), eight from each block: index j uses half j % 2
- * of word (j / 2) % 4 of block j / 8. p = 0 means no dropout. */
+ * least p * 65536 rounded up. So p applies to within 1.5e-5. The values come
+ * from Philox (rng.h), eight from each block: index j uses half j % 2 of word
+ * (j / 2) % 4 of block j / 8. p = 0 means no dropout. */
 struct dropout_spec {
     float p;
     uint64_t seed;
@@ -125,8 +125,8 @@ struct backend {
                               const float *k, const float *v, const float *bias,
                               const int32_t *key_mask, float *probs, float *dropped,
                               float *ctx, const struct dropout_spec *drop);
-    /* Writes dq, dk, dv; dbias [H, Tq, Tk] accumulates when not NULL. scratch
-     * holds B*H*Tq*Tk floats. */
+    /* Writes dq, dk, dv in the layouts of q, k, v. dbias [H, Tq, Tk]
+     * accumulates when not NULL. scratch has room for B*H*Tq*Tk floats. */
     void (*attention_backward)(const struct attention_shape *s, const float *q,
                                const float *k, const float *v, const float *probs,
                                const float *dropped, const float *dctx, float *dq, float *dk,

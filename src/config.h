@@ -15,18 +15,18 @@
 
 #include "error.h"
 
-/* How the MoE layer treats tokens beyond an expert's capacity, the router
- * jitter and the load-balancing loss. */
+/* Treatment of tokens beyond an expert's capacity, of router jitter and of
+ * the load-balancing loss in the MoE layers. */
 enum routing_mode {
-    /* As the reference implementation computes it: a skipped token's output
+    /* As the reference implementation computes it. A skipped token's output
      * is the router's max probability times the layer's normalized input, and
-     * the load-balancing loss counts it as routed to expert 0; the jitter
-     * multiplies the normalized hidden states that the experts see too; the
+     * the load-balancing loss counts it as routed to expert 0. The jitter
+     * multiplies the normalized hidden states that the experts see too. The
      * load-balancing loss is pooled over all MoE layers of a stack. */
     ROUTING_PARITY = 0,
-    /* As the Switch Transformer paper defines it: a skipped token contributes
-     * zero and is not counted; the jitter touches only the router's input;
-     * the load-balancing loss is computed per MoE layer and summed. */
+    /* As the Switch Transformer paper defines it. A skipped token contributes
+     * zero and is not counted. The jitter touches only the router's input.
+     * The load-balancing loss is computed per MoE layer and summed. */
     ROUTING_CLEAN = 1,
 };
 

@@ -455,8 +455,8 @@ static void stack_router_losses(struct model *m, struct stack_cache *s,
             ws->balance_dprob[j] = c->router_aux_loss_coef * weight * fraction / tokens;
         }
         be->balance_backward(B, T, E, f->probs, ws->balance_dprob, f->dlogits);
-        /* Pooled, every layer sees the same statistics and the loss is
-         * counted once; per layer, the losses add up. */
+        /* Pooled statistics are the same for every layer, so the loss counts
+         * once. Per-layer losses add up. */
         if (pooled)
             *balance_loss = weight * sum;
         else
@@ -586,7 +586,7 @@ int model_backward(struct model *m, struct caem_error *err)
     int B = ws->batch_size, D = c->d_model, V = c->vocab_size;
     size_t nd = (size_t)B * ws->decoder_length, ne = (size_t)B * ws->encoder_length;
 
-    /* LM head: dlogits holds d(cross-entropy)/d(logits) from the forward */
+    /* LM head: the forward left d(cross-entropy)/d(logits) in dlogits */
     const float *seq = c->tie_word_embeddings ? ws->seq : ws->dec.out;
     be->gemm(1, 0, V, D, (int)nd, 1.0f, ws->dlogits, V, seq, D, 1.0f,
              m->grads + m->layout.lm_head, D);

@@ -1,12 +1,13 @@
 /* The Switch Transformer: parameters, forward with teacher forcing, backward.
  *
  * It computes what Hugging Face transformers' SwitchTransformersForConditional-
- * Generation (version 4.46.3) computes: RMS norm without mean or bias, attention
- * without 1/sqrt(K) scaling and with relative position bias shared by the
- * layers of a stack, top-1 MoE feed-forward in every sparse_step-th layer,
- * cross-entropy plus router z-loss and load-balancing loss. The routing mode
- * of the config selects the reference's treatment of skipped tokens and jitter
- * (parity) or the Switch Transformer paper's (clean); see config.h.
+ * Generation (version 4.46.3) computes. That is RMS norm without mean or bias,
+ * attention without 1/sqrt(K) scaling and with a relative position bias shared
+ * by the layers of a stack, top-1 MoE feed-forward in every sparse_step-th
+ * layer, and cross-entropy plus router z-loss and load-balancing loss. The
+ * routing mode of the config selects the reference's treatment of skipped
+ * tokens and jitter (parity) or the Switch Transformer paper's (clean), as
+ * config.h and docs/model.md describe.
  *
  * Ownership: a model owns its parameters, gradients and activation workspace,
  * all allocated by its backend. Not thread-safe: one thread drives a model. */
@@ -69,9 +70,9 @@ struct model {
     float *params; /* layout.total floats */
     float *grads;  /* same layout */
     /* Per tensor, 1 when the gradient accumulated since model_zero_grad has
-     * any contribution; an expert that received no token has none, and the
-     * optimizer leaves it alone, as torch.optim.AdamW skips a parameter whose
-     * gradient is None. */
+     * any contribution. An expert that received no token has none, so the
+     * optimizer leaves it alone, as torch.optim.AdamW (torch 2.5) skips a
+     * parameter whose gradient is None. */
     unsigned char *grad_touched;
     int training;  /* dropout and jitter apply only when set */
     struct rng_stream rng;

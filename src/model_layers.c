@@ -169,7 +169,7 @@ static void moe_forward(struct model *m, const struct block_offsets *p, struct f
     int parity = cfg->routing == ROUTING_PARITY;
 
     /* Jitter. The reference multiplies the normalized hidden states in place,
-     * so its experts see the noise too; the clean mode jitters a copy that
+     * so its experts see the noise too. The clean mode jitters a copy that
      * only the router reads. */
     const float *router_in = c->normed;
     c->jittered = m->training && cfg->router_jitter_noise > 0.0f;

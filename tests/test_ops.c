@@ -514,6 +514,63 @@ static void test_grouped_gemm_matches_loops(void)
     free(a), free(w), free(c), free(a2), free(c2), free(dw);
 }
 
+static void test_gather_scatter_rows(void)
+{
+    float src[8] = { 0, 1, 10, 11, 20, 21, 30, 31 }; /* 4 rows of 2 */
+    int32_t perm[3] = { 3, 0, 2 };
+    float gathered[6], dst[8] = { 0 };
+    be->gather_rows(src, perm, 3, 2, gathered);
+    float expect[6] = { 30, 31, 0, 1, 20, 21 };
+    for (int i = 0; i < 6; i++)
+        CHECK_NEAR(gathered[i], expect[i], 0);
+    be->scatter_add_rows(gathered, perm, 3, 2, dst);
+    be->scatter_add_rows(gathered, perm, 3, 2, dst);
+    CHECK_NEAR(dst[6], 60.0f, 0); /* row 3 twice */
+    CHECK_NEAR(dst[1], 2.0f, 0);
+    CHECK_NEAR(dst[2], 0.0f, 0); /* row 1 untouched */
+}
+
+static void test_relu_forward_backward(void)
+{
+    float x[5] = { -2.0f, -0.0f, 0.0f, 0.5f, 3.0f };
+    float dy[5] = { 1, 1, 1, 1, 1 };
+    be->relu_forward(x, 5);
+    CHECK(x[0] == 0.0f && x[1] == 0.0f && x[3] == 0.5f && x[4] == 3.0f);
+    be->relu_backward(x, dy, 5, 2.0f);
+    float expect[5] = { 0, 0, 0, 2, 2 };
+    for (int i = 0; i < 5; i++)
+        CHECK_NEAR(dy[i], expect[i], 0);
+}
+
+static void test_dropout_variants_agree(void)
+{
+    size_t n = 10000;
+    float *x = random_tensor(n, 95, 1.0f), *y = random_tensor(n, 96, 1.0f);
+    float *in_place = malloc(sizeof(float) * n), *copied = malloc(sizeof(float) * n);
+    float *added = malloc(sizeof(float) * n);
+    struct dropout_spec spec = { 0.3f, 17, 12345 };
+    memcpy(in_place, y, sizeof(float) * n);
+    be->dropout(in_place, n, &spec);
+    be->dropout_copy(copied, y, n, &spec);
+    be->dropout_add(added, x, y, n, &spec);
+    int mismatches = 0;
+    for (size_t i = 0; i < n; i++) {
+        mismatches += in_place[i] != copied[i];
+        mismatches += added[i] != x[i] + in_place[i];
+    }
+    CHECK_INT_EQ(mismatches, 0);
+    /* an offset into the stream selects the same mask as a slice */
+    float *tail = malloc(sizeof(float) * (n - 100));
+    struct dropout_spec shifted = { 0.3f, 17, 12345 + 100 };
+    be->dropout_copy(tail, y + 100, n - 100, &shifted);
+    CHECK(memcmp(tail, copied + 100, sizeof(float) * (n - 100)) == 0);
+    /* p = 0 copies and adds unchanged */
+    struct dropout_spec none = { 0.0f, 17, 0 };
+    be->dropout_add(added, x, y, n, &none);
+    CHECK_NEAR(added[7], x[7] + y[7], 0);
+    free(x), free(y), free(in_place), free(copied), free(added), free(tail);
+}
+
 static void test_dropout_mask_and_scale(void)
 {
     size_t n = 20000;
@@ -589,6 +646,9 @@ int main(void)
     RUN_TEST(embedding_gather_scatter);
     RUN_TEST(position_bias_gather_scatter);
     RUN_TEST(grouped_gemm_matches_loops);
+    RUN_TEST(gather_scatter_rows);
+    RUN_TEST(relu_forward_backward);
+    RUN_TEST(dropout_variants_agree);
     RUN_TEST(dropout_mask_and_scale);
     RUN_TEST(jitter_range_and_inverse);
     RUN_TEST(adamw_single_value);
