@@ -32,10 +32,11 @@ static void print_usage(FILE *out)
             "usage: caem [OPTIONS] COMMAND [ARGS]\n"
             "\n"
             "Commands:\n"
-            "  demo [--preset NAME] [--steps N] [--batch N]\n"
-            "                  train a Switch Transformer on a synthetic sequence-reversal\n"
-            "                  task and print the loss and each MoE layer's expert usage\n"
-            "                  (preset tiny by default; %s)\n"
+            "  demo [--preset NAME] [--steps N] [--batch N] [--lr X]\n"
+            "                  train a Switch Transformer to name the topic of synthetic\n"
+            "                  token sequences and print the loss and each MoE layer's\n"
+            "                  expert usage (preset tiny, 300 steps, batch 16, lr 3e-3 by\n"
+            "                  default; presets: %s)\n"
             "  devices         list the compute backends this build can use\n"
             "\n"
             "Options:\n"
@@ -85,40 +86,42 @@ static int cmd_devices(void)
     return 0;
 }
 
-/* A batch of the reversal task: input = random tokens then EOS, label = the
- * same tokens reversed then EOS; sequences of varying length padded with 0. */
-static void make_reversal_batch(uint64_t seed, uint64_t index, int B, int T, int vocab,
-                                int32_t *input, int32_t *mask, int32_t *labels,
-                                int32_t *decoder_input)
+/* Number of topics of the synthetic classification task. */
+#define DEMO_TOPICS 4
+
+/* A batch of the synthetic topic task: each input draws 80% of its tokens
+ * from its topic's share of the vocabulary and the rest from anywhere; the
+ * target is the topic's label token, then EOS. Inputs vary in length and are
+ * padded with 0. Topic k's words are ids [2 + k w, 2 + (k + 1) w) with
+ * w = (V - 2 - topics) / topics, and its label is id V - topics + k. */
+static void make_topic_batch(uint64_t seed, uint64_t index, int B, int T, int vocab,
+                             int32_t *input, int32_t *mask, int32_t *labels,
+                             int32_t *decoder_input)
 {
+    int width = (vocab - 2 - DEMO_TOPICS) / DEMO_TOPICS;
     for (int b = 0; b < B; b++) {
-        uint64_t base = (index * (uint64_t)B + (uint64_t)b) * (uint64_t)(T + 1);
-        int len = T / 2 + (int)(rng_uniform(seed, base) * (float)(T / 2));
+        uint64_t base = (index * (uint64_t)B + (uint64_t)b) * (uint64_t)(2 * T + 2);
+        int topic = (int)(rng_uniform(seed, base) * DEMO_TOPICS);
+        int len = T / 2 + (int)(rng_uniform(seed, base + 1) * (float)(T / 2));
         if (len > T - 1)
             len = T - 1;
         for (int t = 0; t < T; t++) {
             int32_t id = 0;
-            if (t < len)
-                id = 2 + (int32_t)(rng_uniform(seed, base + 1 + t) * (float)(vocab - 2));
-            else if (t == len)
+            if (t < len) {
+                float u = rng_uniform(seed, base + 2 + 2 * t);
+                float v = rng_uniform(seed, base + 3 + 2 * t);
+                id = u < 0.8f ? 2 + topic * width + (int32_t)(v * width)
+                              : 2 + (int32_t)(v * (float)(width * DEMO_TOPICS));
+            } else if (t == len) {
                 id = 1;
+            }
             input[b * T + t] = id;
             mask[b * T + t] = t <= len;
         }
-        for (int t = 0; t < T; t++) {
-            int32_t label = LABEL_IGNORE;
-            if (t < len)
-                label = input[b * T + (len - 1 - t)];
-            else if (t == len)
-                label = 1;
-            labels[b * T + t] = label;
-        }
-        /* decoder input: labels shifted right, starting with id 0 */
-        decoder_input[b * T] = 0;
-        for (int t = 1; t < T; t++) {
-            int32_t prev = labels[b * T + t - 1];
-            decoder_input[b * T + t] = prev == LABEL_IGNORE ? 0 : prev;
-        }
+        labels[b * 2] = vocab - DEMO_TOPICS + topic;
+        labels[b * 2 + 1] = 1;
+        decoder_input[b * 2] = 0;
+        decoder_input[b * 2 + 1] = labels[b * 2];
     }
 }
 
@@ -156,13 +159,22 @@ static void print_usage_table(struct model *m)
 static int cmd_demo(int argc, char **argv, const struct options *opt)
 {
     const char *preset = "tiny";
-    long steps = 200, batch = 16;
+    long steps = 300, batch = 16;
+    double lr = 3e-3;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--preset") == 0 && i + 1 < argc) {
             preset = argv[++i];
         } else if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc) {
             if (parse_int(argv[++i], "--steps", 1, 1000000, &steps) != 0)
                 return 2;
+        } else if (strcmp(argv[i], "--lr") == 0 && i + 1 < argc) {
+            char *end;
+            lr = strtod(argv[++i], &end);
+            if (*end != '\0' || !(lr > 0.0 && lr < 1.0)) {
+                fprintf(stderr, "caem demo: invalid --lr '%s' (expected a number in (0, 1))\n",
+                        argv[i]);
+                return 2;
+            }
         } else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) {
             if (parse_int(argv[++i], "--batch", 1, 4096, &batch) != 0)
                 return 2;
@@ -183,7 +195,7 @@ static int cmd_demo(int argc, char **argv, const struct options *opt)
     struct model *m = NULL;
     struct adamw *opt_state = NULL;
     struct adamw_config ac = adamw_defaults();
-    ac.lr = 1e-3f;
+    ac.lr = (float)lr;
     if (model_create(&m, &cfg, be, &err) != 0 || adamw_create(&opt_state, m, &ac, &err) != 0) {
         fprintf(stderr, "caem demo: %s\n", err.message);
         model_free(m);
@@ -196,26 +208,26 @@ static int cmd_demo(int argc, char **argv, const struct options *opt)
            preset, m->layout.total,
            config_moe_layer_count(&cfg, 0) + config_moe_layer_count(&cfg, 1), cfg.num_experts,
            be->name);
-    printf("task: reverse a random token sequence (synthetic), batch %ld, %ld steps, "
-           "lr %g\n", batch, steps, (double)ac.lr);
+    printf("task: name the topic of a synthetic token sequence (%d topics), batch %ld, "
+           "%ld steps, lr %g\n", DEMO_TOPICS, batch, steps, (double)ac.lr);
 
     int T = 16, B = (int)batch;
     size_t n = (size_t)B * T;
-    int32_t *ids = malloc(sizeof(int32_t) * n * 4);
+    int32_t *ids = malloc(sizeof(int32_t) * (n * 2 + (size_t)B * 4));
     if (ids == NULL) {
         fprintf(stderr, "caem demo: out of memory for the batch\n");
         adamw_free(opt_state);
         model_free(m);
         return 1;
     }
-    int32_t *mask = ids + n, *labels = ids + 2 * n, *dec = ids + 3 * n;
-    struct batch b = { B, T, T, ids, mask, dec, labels };
+    int32_t *mask = ids + n, *labels = ids + 2 * n, *dec = ids + 2 * n + 2 * B;
+    struct batch b = { B, T, 2, ids, mask, dec, labels };
     struct model_losses losses;
     int status = 0;
     double start = seconds_now();
     for (long step = 1; step <= steps; step++) {
-        make_reversal_batch(opt->seed + 2, (uint64_t)step, B, T, cfg.vocab_size, ids, mask,
-                            labels, dec);
+        make_topic_batch(opt->seed + 2, (uint64_t)step, B, T, cfg.vocab_size, ids, mask,
+                         labels, dec);
         model_zero_grad(m);
         if (model_forward(m, &b, &losses, &err) != 0 || model_backward(m, &err) != 0) {
             fprintf(stderr, "caem demo: step %ld: %s\n", step, err.message);
@@ -226,10 +238,10 @@ static int cmd_demo(int argc, char **argv, const struct options *opt)
         if (step == 1 || step % 20 == 0 || step == steps || opt->verbose)
             printf("step %4ld  loss %.4f  cross-entropy %.4f  %.0f tokens/s\n", step,
                    losses.total, losses.cross_entropy,
-                   (double)step * 2 * n / (seconds_now() - start));
+                   (double)step * (n + 2 * B) / (seconds_now() - start));
     }
     if (status == 0) {
-        printf("expert usage in the last training batch:\n");
+        printf("expert usage in the last training batch (padding tokens included):\n");
         print_usage_table(m);
     }
     free(ids);
