@@ -9,7 +9,6 @@
 #
 # The first build installs missing Debian packages through tools/deps.sh.
 
-CC ?= gcc
 BUILD := build
 PKGS := jansson
 # OpenBLAS built for OpenMP, so that its threads and the OpenMP loops share
@@ -54,6 +53,13 @@ CUDA_CFLAGS :=
 CUDA_LIBS :=
 endif
 
+# Objects depend on whether CUDA is built, through a file that changes only
+# when that does, so that switching nvcc on or off rebuilds them.
+BUILD_CONFIG := $(BUILD)/config.txt
+BUILD_CONFIG_LINE := cuda=$(if $(NVCC),yes,no)
+$(shell mkdir -p $(BUILD); [ "$$(cat $(BUILD_CONFIG) 2>/dev/null)" = "$(BUILD_CONFIG_LINE)" ] || \
+        echo "$(BUILD_CONFIG_LINE)" > $(BUILD_CONFIG))
+
 .PHONY: all test demo bench clean deps unit-tests cuda-note
 all: cuda-note caem $(BUILD)/libcaem.a
 
@@ -69,7 +75,7 @@ $(DEPS_STAMP): tools/deps.sh
 
 deps: $(DEPS_STAMP)
 
-$(BUILD)/obj/%.o: src/%.c | $(DEPS_STAMP)
+$(BUILD)/obj/%.o: src/%.c $(BUILD_CONFIG) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(OPT_CFLAGS) $(CUDA_CFLAGS) -MMD -MP -c $< -o $@
 
@@ -92,7 +98,7 @@ $(BUILD)/asan/libcaem.a: $(SAN_OBJS)
 caem: $(BUILD)/obj/main.o $(BUILD)/libcaem.a $(CU_OBJS)
 	$(CC) $(OPT_CFLAGS) -o $@ $^ $(LIBS) $(CUDA_LIBS)
 
-$(BUILD)/obj/main.o: src/main.c | $(DEPS_STAMP)
+$(BUILD)/obj/main.o: src/main.c $(BUILD_CONFIG) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(OPT_CFLAGS) $(CUDA_CFLAGS) -MMD -MP -c $< -o $@
 

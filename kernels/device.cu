@@ -10,6 +10,12 @@ extern "C" int cuda_device_count(char *reason, size_t reason_size)
 {
     int count = 0;
     cudaError_t status = cudaGetDeviceCount(&count);
+    if (status == cudaErrorInsufficientDriver || status == cudaErrorNoDevice) {
+        // Without a driver the runtime reports an insufficient driver version.
+        snprintf(reason, reason_size, "no NVIDIA driver or device found (CUDA runtime: %s)",
+                 cudaGetErrorString(status));
+        return 0;
+    }
     if (status != cudaSuccess) {
         snprintf(reason, reason_size, "%s", cudaGetErrorString(status));
         return 0;

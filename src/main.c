@@ -12,6 +12,7 @@
 #include "config.h"
 #include "model.h"
 #include "rng.h"
+#include "threads.h"
 #include "usage.h"
 #ifdef CAEM_HAVE_CUDA
 #include "cuda_device.h"
@@ -24,6 +25,12 @@ struct options {
     int threads;
     unsigned long long seed;
     int verbose;
+    /* demo */
+    const char *preset;
+    long steps;
+    long batch;
+    double lr;
+    const char *demo_option; /* a demo option given, for the error with other commands */
 };
 
 static void print_usage(FILE *out)
@@ -39,7 +46,7 @@ static void print_usage(FILE *out)
             "                  default; presets: %s)\n"
             "  devices         list the compute backends this build can use\n"
             "\n"
-            "Options:\n"
+            "Options (before or after the command):\n"
             "  --device cpu|cuda  backend for the computation (default cpu)\n"
             "  --threads N        CPU threads for OpenBLAS and OpenMP (default: all cores)\n"
             "  --seed N           seed of initialization, dropout, jitter and data (default 1)\n"
@@ -156,40 +163,21 @@ static void print_usage_table(struct model *m)
     }
 }
 
-static int cmd_demo(int argc, char **argv, const struct options *opt)
+static int cmd_demo(const struct options *opt)
 {
-    const char *preset = "tiny";
-    long steps = 300, batch = 16;
-    double lr = 3e-3;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--preset") == 0 && i + 1 < argc) {
-            preset = argv[++i];
-        } else if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc) {
-            if (parse_int(argv[++i], "--steps", 1, 1000000, &steps) != 0)
-                return 2;
-        } else if (strcmp(argv[i], "--lr") == 0 && i + 1 < argc) {
-            char *end;
-            lr = strtod(argv[++i], &end);
-            if (*end != '\0' || !(lr > 0.0 && lr < 1.0)) {
-                fprintf(stderr, "caem demo: invalid --lr '%s' (expected a number in (0, 1))\n",
-                        argv[i]);
-                return 2;
-            }
-        } else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) {
-            if (parse_int(argv[++i], "--batch", 1, 4096, &batch) != 0)
-                return 2;
-        } else {
-            fprintf(stderr, "caem demo: unknown or incomplete option '%s' (see caem --help)\n",
-                    argv[i]);
-            return 2;
-        }
-    }
+    const char *preset = opt->preset;
+    long steps = opt->steps, batch = opt->batch;
+    double lr = opt->lr;
 
     struct caem_error err;
     const struct backend *be;
     struct model_config cfg;
-    if (backend_select(&be, opt->device, &err) != 0 || config_preset(&cfg, preset, &err) != 0) {
-        fprintf(stderr, "caem demo: %s\n", err.message);
+    if (config_preset(&cfg, preset, &err) != 0) {
+        fprintf(stderr, "caem: invalid --preset: %s\n", err.message);
+        return 2;
+    }
+    if (backend_select(&be, opt->device, &err) != 0) {
+        fprintf(stderr, "caem: %s\n", err.message);
         return 1;
     }
     struct model *m = NULL;
@@ -201,13 +189,13 @@ static int cmd_demo(int argc, char **argv, const struct options *opt)
         model_free(m);
         return 1;
     }
-    model_init_params(m, opt->seed);
-    model_set_seed(m, opt->seed + 1);
-    m->training = 1;
     printf("model: preset %s, %zu parameters, %d MoE layers of %d experts, backend %s\n",
            preset, m->layout.total,
            config_moe_layer_count(&cfg, 0) + config_moe_layer_count(&cfg, 1), cfg.num_experts,
            be->name);
+    model_init_params(m, opt->seed);
+    model_set_seed(m, opt->seed + 1);
+    m->training = 1;
     printf("task: name the topic of a synthetic token sequence (%d topics), batch %ld, "
            "%ld steps, lr %g\n", DEMO_TOPICS, batch, steps, (double)ac.lr);
 
@@ -250,48 +238,92 @@ static int cmd_demo(int argc, char **argv, const struct options *opt)
     return status;
 }
 
+/* Reports a usage error in one line and returns the exit status for it. */
+static int usage_error(const char *fmt, const char *value)
+{
+    fprintf(stderr, "caem: ");
+    fprintf(stderr, fmt, value);
+    fprintf(stderr, " (see caem --help)\n");
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
-    struct options opt = { "cpu", 0, 1, 0 };
+    threads_prefer_passive_wait(argv);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    struct options opt = { "cpu", 0, 1, 0, "tiny", 300, 16, 3e-3, NULL };
+    enum { OPT_DEVICE = 256, OPT_THREADS, OPT_SEED, OPT_VERBOSE, OPT_VERSION, OPT_PRESET,
+           OPT_STEPS, OPT_BATCH, OPT_LR };
     static const struct option long_options[] = {
-        { "device", required_argument, NULL, 'd' },
-        { "threads", required_argument, NULL, 't' },
-        { "seed", required_argument, NULL, 's' },
-        { "verbose", no_argument, NULL, 'v' },
+        { "device", required_argument, NULL, OPT_DEVICE },
+        { "threads", required_argument, NULL, OPT_THREADS },
+        { "seed", required_argument, NULL, OPT_SEED },
+        { "verbose", no_argument, NULL, OPT_VERBOSE },
         { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },
+        { "version", no_argument, NULL, OPT_VERSION },
+        { "preset", required_argument, NULL, OPT_PRESET },
+        { "steps", required_argument, NULL, OPT_STEPS },
+        { "batch", required_argument, NULL, OPT_BATCH },
+        { "lr", required_argument, NULL, OPT_LR },
         { NULL, 0, NULL, 0 },
     };
     int c;
     long value;
-    /* "+" stops at the first command so that its own options pass through. */
-    while ((c = getopt_long(argc, argv, "+h", long_options, NULL)) != -1) {
+    opterr = 0; /* the errors below name the option in one line */
+    while ((c = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
         switch (c) {
-        case 'd':
+        case OPT_DEVICE:
+            if (strcmp(optarg, "cpu") != 0 && strcmp(optarg, "cuda") != 0)
+                return usage_error("invalid --device '%s' (expected cpu or cuda)", optarg);
             opt.device = optarg;
             break;
-        case 't':
+        case OPT_THREADS:
             if (parse_int(optarg, "--threads", 1, 1024, &value) != 0)
                 return 2;
             opt.threads = (int)value;
             break;
-        case 's':
+        case OPT_SEED:
             if (parse_int(optarg, "--seed", 0, 2147483647L, &value) != 0)
                 return 2;
             opt.seed = (unsigned long long)value;
             break;
-        case 'v':
+        case OPT_VERBOSE:
             opt.verbose = 1;
             break;
         case 'h':
             print_usage(stdout);
             return 0;
-        case 'V':
+        case OPT_VERSION:
             printf("caem %s\n", CAEM_VERSION);
             return 0;
+        case OPT_PRESET:
+            opt.preset = optarg;
+            opt.demo_option = "--preset";
+            break;
+        case OPT_STEPS:
+            if (parse_int(optarg, "--steps", 1, 1000000, &opt.steps) != 0)
+                return 2;
+            opt.demo_option = "--steps";
+            break;
+        case OPT_BATCH:
+            if (parse_int(optarg, "--batch", 1, 4096, &opt.batch) != 0)
+                return 2;
+            opt.demo_option = "--batch";
+            break;
+        case OPT_LR: {
+            char *end;
+            errno = 0;
+            opt.lr = strtod(optarg, &end);
+            if (errno != 0 || end == optarg || *end != '\0' || !(opt.lr > 0.0 && opt.lr < 1.0))
+                return usage_error("invalid --lr '%s' (expected a number in (0, 1))", optarg);
+            opt.demo_option = "--lr";
+            break;
+        }
+        case ':':
+            return usage_error("missing value for %s", argv[optind - 1]);
         default:
-            print_usage(stderr);
-            return 2;
+            return usage_error("unknown option '%s'", argv[optind - 1]);
         }
     }
     backend_cpu_set_threads(opt.threads);
@@ -300,10 +332,13 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *command = argv[optind];
+    if (optind + 1 < argc)
+        return usage_error("unexpected argument '%s'", argv[optind + 1]);
     if (strcmp(command, "demo") == 0)
-        return cmd_demo(argc - optind, argv + optind, &opt);
+        return cmd_demo(&opt);
+    if (opt.demo_option != NULL)
+        return usage_error("%s applies to the demo command only", opt.demo_option);
     if (strcmp(command, "devices") == 0)
         return cmd_devices();
-    fprintf(stderr, "caem: unknown command '%s' (see caem --help)\n", command);
-    return 2;
+    return usage_error("unknown command '%s'", command);
 }
