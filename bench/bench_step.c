@@ -234,10 +234,10 @@ static void timed_scale(float *y, float alpha, size_t n)
     profile_add(OP_ELEMENTWISE, start);
 }
 
-static void timed_relu_forward(float *x, size_t n)
+static void timed_relu_forward(float *x, size_t n, const struct dropout_spec *spec)
 {
     double start = seconds_now();
-    profile.base->relu_forward(x, n);
+    profile.base->relu_forward(x, n, spec);
     profile_add(OP_ELEMENTWISE, start);
 }
 

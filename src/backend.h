@@ -80,7 +80,8 @@ struct backend {
     /* elementwise */
     void (*add)(float *y, const float *x, size_t n);            /* y += x */
     void (*scale)(float *y, float alpha, size_t n);             /* y *= alpha */
-    void (*relu_forward)(float *x, size_t n); /* in place */
+    /* x = dropout(ReLU(x)) in place; spec NULL or p = 0 for ReLU alone. */
+    void (*relu_forward)(float *x, size_t n, const struct dropout_spec *spec);
     /* dy = y > 0 ? scale * dy : 0. With y the ReLU output after dropout and
      * scale = 1 / (1 - p), this is the backward of both. */
     void (*relu_backward)(const float *y, float *dy, size_t n, float scale);

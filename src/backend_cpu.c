@@ -111,12 +111,6 @@ static void cpu_scale(float *y, float alpha, size_t n)
         y[i] *= alpha;
 }
 
-static void cpu_relu_forward(float *x, size_t n)
-{
-#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN_WORK)
-    for (size_t i = 0; i < n; i++)
-        x[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
 
 static void cpu_relu_backward(const float *y, float *dy, size_t n, float scale)
 {
@@ -155,10 +149,11 @@ static uint32_t dropout_threshold(float p)
 }
 
 /* dst[i] = x[i] + dropout(y[i]) for the elements first .. first + n - 1 of
- * the stream, serially; x NULL means 0 (plain dropout). */
+ * the stream, serially; x NULL means 0 (plain dropout). With relu set, y[i]
+ * goes through ReLU first. */
 static void dropout_range_add(float *dst, const float *x, const float *y, size_t n,
                               uint64_t seed, uint64_t first, uint32_t threshold,
-                              float keep_scale)
+                              float keep_scale, int relu)
 {
     uint64_t last = first + n;
     for (uint64_t block = first >> 3; block < (last + 7) >> 3; block++) {
@@ -170,7 +165,8 @@ static void dropout_range_add(float *dst, const float *x, const float *y, size_t
                 continue;
             uint32_t value = lane & 1 ? w[lane >> 1] >> 16 : w[lane >> 1] & 0xffffu;
             size_t i = (size_t)(index - first);
-            float kept = value >= threshold ? y[i] * keep_scale : 0.0f;
+            float v = relu && !(y[i] > 0.0f) ? 0.0f : y[i];
+            float kept = value >= threshold ? v * keep_scale : 0.0f;
             dst[i] = x != NULL ? x[i] + kept : kept;
         }
     }
@@ -179,13 +175,13 @@ static void dropout_range_add(float *dst, const float *x, const float *y, size_t
 static void dropout_range(float *x, size_t n, uint64_t seed, uint64_t first,
                           uint32_t threshold, float keep_scale)
 {
-    dropout_range_add(x, NULL, x, n, seed, first, threshold, keep_scale);
+    dropout_range_add(x, NULL, x, n, seed, first, threshold, keep_scale, 0);
 }
 
-/* dst = x + dropout(y) over n values, in chunks of whole Philox blocks so
- * that the threads draw disjoint blocks. */
+/* dst = x + dropout(y) over n values (dropout(ReLU(y)) with relu set), in
+ * chunks of whole Philox blocks so that the threads draw disjoint blocks. */
 static void dropout_apply(float *dst, const float *x, const float *y, size_t n,
-                          const struct dropout_spec *spec)
+                          const struct dropout_spec *spec, int relu)
 {
     uint32_t threshold = dropout_threshold(spec->p);
     float keep_scale = 1.0f / (1.0f - spec->p);
@@ -196,7 +192,7 @@ static void dropout_apply(float *dst, const float *x, const float *y, size_t n,
         size_t begin = c * chunk;
         size_t count = n - begin < chunk ? n - begin : chunk;
         dropout_range_add(dst + begin, x != NULL ? x + begin : NULL, y + begin, count,
-                          spec->seed, spec->offset + begin, threshold, keep_scale);
+                          spec->seed, spec->offset + begin, threshold, keep_scale, relu);
     }
 }
 
@@ -204,7 +200,18 @@ static void cpu_dropout(float *x, size_t n, const struct dropout_spec *spec)
 {
     if (spec == NULL || spec->p <= 0.0f)
         return;
-    dropout_apply(x, NULL, x, n, spec);
+    dropout_apply(x, NULL, x, n, spec, 0);
+}
+
+static void cpu_relu_forward(float *x, size_t n, const struct dropout_spec *spec)
+{
+    if (spec != NULL && spec->p > 0.0f) {
+        dropout_apply(x, NULL, x, n, spec, 1);
+        return;
+    }
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN_WORK)
+    for (size_t i = 0; i < n; i++)
+        x[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void cpu_dropout_copy(float *dst, const float *src, size_t n,
@@ -215,7 +222,7 @@ static void cpu_dropout_copy(float *dst, const float *src, size_t n,
             memmove(dst, src, sizeof(float) * n);
         return;
     }
-    dropout_apply(dst, NULL, src, n, spec);
+    dropout_apply(dst, NULL, src, n, spec, 0);
 }
 
 static void cpu_dropout_add(float *dst, const float *x, const float *y, size_t n,
@@ -227,7 +234,7 @@ static void cpu_dropout_add(float *dst, const float *x, const float *y, size_t n
             dst[i] = x[i] + y[i];
         return;
     }
-    dropout_apply(dst, x, y, n, spec);
+    dropout_apply(dst, x, y, n, spec, 0);
 }
 
 static void cpu_jitter(float *x, size_t n, float eps, uint64_t seed, uint64_t offset,

@@ -100,13 +100,11 @@ static void alloc_ff(struct workspace *ws, const struct backend *be, struct ff_c
 {
     int D = cfg->d_model, F = cfg->d_ff, E = cfg->num_experts;
     size_t n = (size_t)B * T;
-    int dropout = training && cfg->dropout_rate > 0.0f;
     c->x_out = ws_alloc(ws, be, FLOATS(n * D));
     c->rinv = ws_alloc(ws, be, FLOATS(n));
     c->normed = ws_alloc(ws, be, FLOATS(n * D));
     if (!moe) {
         c->hidden = ws_alloc(ws, be, FLOATS(n * F));
-        c->hidden_dropped = dropout ? ws_alloc(ws, be, FLOATS(n * F)) : NULL;
         return;
     }
     int clean_jitter = training && cfg->routing == ROUTING_CLEAN && cfg->router_jitter_noise > 0;
@@ -125,7 +123,6 @@ static void alloc_ff(struct workspace *ws, const struct backend *be, struct ff_c
     c->dropped_counts = ws_host(ws, sizeof(int64_t) * (size_t)E);
     c->expert_in = ws_alloc(ws, be, FLOATS(n * D));
     c->expert_hidden = ws_alloc(ws, be, FLOATS(n * F));
-    c->expert_dropped = dropout ? ws_alloc(ws, be, FLOATS(n * F)) : NULL;
     c->expert_out = ws_alloc(ws, be, FLOATS(n * D));
 }
 

@@ -30,8 +30,7 @@ struct ff_cache {
     float *normed; /* [N, D]; in parity mode with jitter, the jittered values */
     struct dropout_spec drop_hidden, drop_out;
     /* dense */
-    float *hidden;         /* [N, F] after ReLU */
-    float *hidden_dropped; /* [N, F] after dropout; NULL without dropout */
+    float *hidden; /* [N, F] after ReLU and dropout */
     /* MoE */
     float *router_in; /* [N, D] jittered copy in clean mode; else NULL (normed) */
     uint64_t jitter_offset;
@@ -42,8 +41,7 @@ struct ff_cache {
     int *offsets;                         /* host [E + 1] */
     int64_t *kept_counts, *dropped_counts; /* host [E] */
     float *expert_in;      /* [N, D] rows grouped by expert */
-    float *expert_hidden;  /* [N, F] */
-    float *expert_dropped; /* [N, F] after dropout; NULL without dropout */
+    float *expert_hidden;  /* [N, F] after ReLU and dropout */
     float *expert_out;     /* [N, D] */
 };
 

@@ -136,14 +136,9 @@ static void dense_forward(struct model *m, const struct block_offsets *p, struct
     const struct backend *be = m->backend;
     int D = m->config.d_model, F = m->config.d_ff;
     be->gemm(0, 1, n, F, D, 1.0f, c->normed, D, P(p->wi), D, 0.0f, c->hidden, F);
-    be->relu_forward(c->hidden, (size_t)n * F);
-    const float *h = c->hidden;
     c->drop_hidden = model_dropout_spec(m, (size_t)n * F);
-    if (c->hidden_dropped != NULL) {
-        be->dropout_copy(c->hidden_dropped, c->hidden, (size_t)n * F, &c->drop_hidden);
-        h = c->hidden_dropped;
-    }
-    be->gemm(0, 1, n, D, F, 1.0f, h, F, P(p->wo), F, 0.0f, out, D);
+    be->relu_forward(c->hidden, (size_t)n * F, &c->drop_hidden);
+    be->gemm(0, 1, n, D, F, 1.0f, c->hidden, F, P(p->wo), F, 0.0f, out, D);
 }
 
 static void dense_backward(struct model *m, const struct block_offsets *p, struct ff_cache *c,
@@ -152,7 +147,7 @@ static void dense_backward(struct model *m, const struct block_offsets *p, struc
     const struct backend *be = m->backend;
     int D = m->config.d_model, F = m->config.d_ff;
     float *dh = m->ws->dhidden;
-    const float *h = c->hidden_dropped != NULL ? c->hidden_dropped : c->hidden;
+    const float *h = c->hidden;
     be->gemm(0, 0, n, F, D, 1.0f, dout, D, P(p->wo), F, 0.0f, dh, F);
     be->gemm(1, 0, D, F, n, 1.0f, dout, D, h, F, 1.0f, G(p->wo), F);
     be->relu_backward(h, dh, (size_t)n * F, dropout_scale(&c->drop_hidden));
@@ -197,16 +192,10 @@ static void moe_forward(struct model *m, const struct block_offsets *p, struct f
     be->gather_rows(c->normed, c->perm, routed, D, c->expert_in);
     be->grouped_gemm_nt(E, c->offsets, F, D, c->expert_in, P(p->expert_wi), p->expert_stride,
                         c->expert_hidden);
-    be->relu_forward(c->expert_hidden, (size_t)routed * F);
-    const float *h = c->expert_hidden;
     c->drop_hidden = model_dropout_spec(m, (size_t)n * F);
-    if (c->expert_dropped != NULL) {
-        be->dropout_copy(c->expert_dropped, c->expert_hidden, (size_t)routed * F,
-                         &c->drop_hidden);
-        h = c->expert_dropped;
-    }
-    be->grouped_gemm_nt(E, c->offsets, D, F, h, P(p->expert_wo), p->expert_stride,
-                        c->expert_out);
+    be->relu_forward(c->expert_hidden, (size_t)routed * F, &c->drop_hidden);
+    be->grouped_gemm_nt(E, c->offsets, D, F, c->expert_hidden, P(p->expert_wo),
+                        p->expert_stride, c->expert_out);
 
     /* scale by the router probability; skipped tokens per the routing mode */
     be->moe_combine(n, D, c->expert_out, c->slot_of, c->pmax, c->normed, parity, out);
@@ -234,7 +223,7 @@ static void moe_backward(struct model *m, const struct block_offsets *p, struct 
     be->router_pmax_backward(n, E, c->probs, c->expert, ws->dpmax, c->dlogits);
 
     /* experts */
-    const float *h = c->expert_dropped != NULL ? c->expert_dropped : c->expert_hidden;
+    const float *h = c->expert_hidden;
     be->grouped_gemm_nn(E, c->offsets, F, D, ws->dexpert_out, P(p->expert_wo),
                         p->expert_stride, ws->dhidden);
     be->grouped_gemm_tn(E, c->offsets, D, F, ws->dexpert_out, h, G(p->expert_wo),

@@ -534,7 +534,7 @@ static void test_relu_forward_backward(void)
 {
     float x[5] = { -2.0f, -0.0f, 0.0f, 0.5f, 3.0f };
     float dy[5] = { 1, 1, 1, 1, 1 };
-    be->relu_forward(x, 5);
+    be->relu_forward(x, 5, NULL);
     CHECK(x[0] == 0.0f && x[1] == 0.0f && x[3] == 0.5f && x[4] == 3.0f);
     be->relu_backward(x, dy, 5, 2.0f);
     float expect[5] = { 0, 0, 0, 2, 2 };
