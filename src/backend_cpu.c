@@ -159,15 +159,25 @@ static void dropout_range_add(float *dst, const float *x, const float *y, size_t
     for (uint64_t block = first >> 3; block < (last + 7) >> 3; block++) {
         uint32_t w[4];
         philox4x32(seed, block, w);
+        /* the block's eight keep factors, then the elements it covers */
+        float factor[8];
         for (int lane = 0; lane < 8; lane++) {
-            uint64_t index = block * 8 + (uint64_t)lane;
-            if (index < first || index >= last)
-                continue;
             uint32_t value = lane & 1 ? w[lane >> 1] >> 16 : w[lane >> 1] & 0xffffu;
-            size_t i = (size_t)(index - first);
-            float v = relu && !(y[i] > 0.0f) ? 0.0f : y[i];
-            float kept = value >= threshold ? v * keep_scale : 0.0f;
-            dst[i] = x != NULL ? x[i] + kept : kept;
+            factor[lane] = value >= threshold ? keep_scale : 0.0f;
+        }
+        uint64_t begin = block * 8 < first ? first : block * 8;
+        uint64_t end = block * 8 + 8 > last ? last : block * 8 + 8;
+        size_t i0 = (size_t)(begin - first), count = (size_t)(end - begin);
+        const float *f = factor + (begin & 7);
+        if (relu) {
+            for (size_t k = 0; k < count; k++)
+                dst[i0 + k] = (y[i0 + k] > 0.0f ? y[i0 + k] : 0.0f) * f[k];
+        } else if (x != NULL) {
+            for (size_t k = 0; k < count; k++)
+                dst[i0 + k] = x[i0 + k] + y[i0 + k] * f[k];
+        } else {
+            for (size_t k = 0; k < count; k++)
+                dst[i0 + k] = y[i0 + k] * f[k];
         }
     }
 }
