@@ -119,27 +119,6 @@ static void cpu_relu_backward(const float *y, float *dy, size_t n, float scale)
         dy[i] = y[i] > 0.0f ? dy[i] * scale : 0.0f;
 }
 
-/* Calls fn(i, u) for i in [0, n) with u = rng_uniform(seed, offset + i),
- * drawing one Philox block per four values. */
-#define FOR_EACH_UNIFORM(n, seed, offset, body)                                          \
-    do {                                                                                  \
-        uint64_t first_ = (offset), last_ = (offset) + (n);                               \
-        uint64_t block_begin_ = first_ >> 2, block_end_ = (last_ + 3) >> 2;               \
-        _Pragma("omp parallel for schedule(static) if ((n) > PARALLEL_MIN_WORK / 16)")    \
-        for (uint64_t block_ = block_begin_; block_ < block_end_; block_++) {             \
-            float u4_[4];                                                                 \
-            rng_uniform4((seed), block_, u4_);                                            \
-            for (int lane_ = 0; lane_ < 4; lane_++) {                                     \
-                uint64_t index_ = block_ * 4 + (uint64_t)lane_;                           \
-                if (index_ < first_ || index_ >= last_)                                   \
-                    continue;                                                             \
-                size_t i = (size_t)(index_ - first_);                                     \
-                float u = u4_[lane_];                                                     \
-                body;                                                                     \
-            }                                                                             \
-        }                                                                                 \
-    } while (0)
-
 /* Dropout keep threshold: element i is kept when its 16-bit random value is at
  * least p * 65536, rounded up. One Philox block gives eight such values. */
 static uint32_t dropout_threshold(float p)
@@ -250,10 +229,22 @@ static void cpu_dropout_add(float *dst, const float *x, const float *y, size_t n
 static void cpu_jitter(float *x, size_t n, float eps, uint64_t seed, uint64_t offset,
                        int divide)
 {
-    FOR_EACH_UNIFORM(n, seed, offset, {
-        float factor = 1.0f - eps + 2.0f * eps * u;
-        x[i] = divide ? x[i] / factor : x[i] * factor;
-    });
+    /* value i uses rng_uniform(seed, offset + i): word (offset + i) % 4 of
+     * block (offset + i) / 4, so each block serves four values */
+    uint64_t first = offset, last = offset + n;
+    uint64_t block_begin = first >> 2, block_end = (last + 3) >> 2;
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN_WORK / 16)
+    for (uint64_t block = block_begin; block < block_end; block++) {
+        float u[4];
+        rng_uniform4(seed, block, u);
+        uint64_t begin = block * 4 < first ? first : block * 4;
+        uint64_t end = block * 4 + 4 > last ? last : block * 4 + 4;
+        for (uint64_t index = begin; index < end; index++) {
+            float factor = 1.0f - eps + 2.0f * eps * u[index & 3];
+            size_t i = (size_t)(index - first);
+            x[i] = divide ? x[i] / factor : x[i] * factor;
+        }
+    }
 }
 
 static void cpu_embedding_forward(const float *table, const int32_t *ids, int n, int d,

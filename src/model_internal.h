@@ -115,7 +115,7 @@ void attention_layer_forward(struct model *m, const struct attention_offsets *p,
                              const float *kv_source, const float *bias,
                              const int32_t *key_mask, int causal);
 
-/* Adds the sublayer's input gradient to dx (which holds the output gradient)
+/* Adds the sublayer's input gradient to dx (which contains the output gradient)
  * and its parameter gradients to m->grads; dkv_source accumulates for
  * cross-attention, dbias when not NULL. */
 void attention_layer_backward(struct model *m, const struct attention_offsets *p,

@@ -15,7 +15,7 @@
 
 #define PARAM_NAME_MAX 96
 
-/* How a tensor is initialized, with the standard deviations of the reference. */
+/* Initialization of a tensor, with the reference's standard deviations. */
 enum param_init {
     INIT_ONES,   /* layer-norm weights */
     INIT_NORMAL, /* normal with the tensor's std */

@@ -1,9 +1,9 @@
 /* Counter-based random numbers (Philox-4x32-10).
  *
- * A value is a pure function of (seed, index), so that dropout masks and
- * router jitter can be regenerated in the backward pass instead of stored, the
- * result does not depend on the number of threads, and a GPU kernel can
- * produce the same stream. */
+ * A value is a pure function of (seed, index). So dropout masks and router
+ * jitter can be regenerated in the backward pass instead of stored, results
+ * do not depend on the number of threads, and a GPU kernel can produce the
+ * same stream. */
 #ifndef CAEM_RNG_H
 #define CAEM_RNG_H
 

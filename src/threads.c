@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-/* Set in the restarted process, so that it restarts only once and knows the
- * policy was its own choice. */
+/* Set in the restarted process, so that it restarts only once and can tell
+ * that the policy is its own choice, not the user's. */
 #define RESTART_MARKER "CAEM_PASSIVE_WAIT_SET"
 
 void threads_prefer_passive_wait(char **argv)

@@ -11,7 +11,7 @@
 void threads_prefer_passive_wait(char **argv);
 
 /* Removes the OMP_WAIT_POLICY that threads_prefer_passive_wait set, so that
- * a child process (such as the reference benchmark) sees the environment the
+ * a child process (such as the reference benchmark) gets the environment the
  * user gave. */
 void threads_restore_environment(void);
 

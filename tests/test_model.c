@@ -122,8 +122,10 @@ static void test_training_is_deterministic(void)
         struct model_losses la, lb;
         model_zero_grad(a);
         model_zero_grad(b);
-        CHECK(model_forward(a, &f.batch, &la, &err) == 0 && model_backward(a, &err) == 0);
-        CHECK(model_forward(b, &f.batch, &lb, &err) == 0 && model_backward(b, &err) == 0);
+        CHECK(model_forward(a, &f.batch, &la, &err) == 0);
+        CHECK(model_backward(a, &err) == 0);
+        CHECK(model_forward(b, &f.batch, &lb, &err) == 0);
+        CHECK(model_backward(b, &err) == 0);
         CHECK_MSG(la.total == lb.total, "step %d: %.17g vs %.17g", step, la.total, lb.total);
         adamw_step(oa, a);
         adamw_step(ob, b);
@@ -174,15 +176,19 @@ static void test_gradients_accumulate(void)
     struct model_losses l;
 
     model_zero_grad(m);
-    CHECK(model_forward(m, &f1.batch, &l, &err) == 0 && model_backward(m, &err) == 0);
+    CHECK(model_forward(m, &f1.batch, &l, &err) == 0);
+    CHECK(model_backward(m, &err) == 0);
     memcpy(g1, m->grads, sizeof(float) * n);
     model_zero_grad(m);
-    CHECK(model_forward(m, &f2.batch, &l, &err) == 0 && model_backward(m, &err) == 0);
+    CHECK(model_forward(m, &f2.batch, &l, &err) == 0);
+    CHECK(model_backward(m, &err) == 0);
     memcpy(g2, m->grads, sizeof(float) * n);
 
     model_zero_grad(m);
-    CHECK(model_forward(m, &f1.batch, &l, &err) == 0 && model_backward(m, &err) == 0);
-    CHECK(model_forward(m, &f2.batch, &l, &err) == 0 && model_backward(m, &err) == 0);
+    CHECK(model_forward(m, &f1.batch, &l, &err) == 0);
+    CHECK(model_backward(m, &err) == 0);
+    CHECK(model_forward(m, &f2.batch, &l, &err) == 0);
+    CHECK(model_backward(m, &err) == 0);
     double worst = 0.0;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)m->grads[i] - ((double)g1[i] + g2[i]));

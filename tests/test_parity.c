@@ -82,9 +82,9 @@ static int fixture_open(struct fixture *f, const char *name)
         printf("  config: %s\n", json == NULL ? "missing" : err.message);
         return -1;
     }
-    /* For sparse step 1 the reference computes no router loss (it does only
-     * for steps above 1); the workbench does, so the comparison turns the
-     * router loss terms off to compare everything else. */
+    /* For sparse step 1 the reference computes no router loss, because it
+     * does so only for steps above 1. The workbench does, so the comparison
+     * turns the router loss terms off to compare everything else. */
     f->reference_router_losses = f->cfg.encoder_sparse_step != 1;
     if (!f->reference_router_losses) {
         f->cfg.router_z_loss_coef = 0.0f;
