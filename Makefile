@@ -4,6 +4,7 @@
 #   make test       build and run every test (also under AddressSanitizer and
 #                   UndefinedBehaviorSanitizer); ends with "N passed, M failed"
 #   make demo       build and run the main job
+#   make data       build the default corpus from Debian's own text into build/data
 #   make bench      time a training step (beside the reference where installed)
 #   make clean      remove build outputs
 #
@@ -60,7 +61,7 @@ BUILD_CONFIG_LINE := cuda=$(if $(NVCC),yes,no)
 $(shell mkdir -p $(BUILD); [ "$$(cat $(BUILD_CONFIG) 2>/dev/null)" = "$(BUILD_CONFIG_LINE)" ] || \
         echo "$(BUILD_CONFIG_LINE)" > $(BUILD_CONFIG))
 
-.PHONY: all test demo bench clean deps unit-tests cuda-note
+.PHONY: all test demo data bench clean deps unit-tests cuda-note
 all: cuda-note caem $(BUILD)/libcaem.a
 
 cuda-note:
@@ -120,6 +121,9 @@ test: all unit-tests
 
 demo: all
 	./caem demo
+
+data: all
+	./caem corpus --out $(BUILD)/data
 
 $(BUILD)/bench/bench_step: bench/bench_step.c $(BUILD)/libcaem.a
 	@mkdir -p $(dir $@)

@@ -6,10 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "adamw.h"
 #include "backend.h"
 #include "config.h"
+#include "corpus.h"
 #include "model.h"
 #include "rng.h"
 #include "threads.h"
@@ -31,6 +33,12 @@ struct options {
     long batch;
     double lr;
     const char *demo_option; /* a demo option given, for the error with other commands */
+    /* corpus */
+    const char *out_dir;
+    const char *lists_dir;
+    const char *wordnet_dir;
+    long max_examples;
+    const char *corpus_option; /* a corpus option given, for the error with other commands */
 };
 
 static void print_usage(FILE *out)
@@ -44,6 +52,13 @@ static void print_usage(FILE *out)
             "                  token sequences and print the loss and each MoE layer's\n"
             "                  expert usage (preset tiny, 300 steps, batch 16, lr 3e-3 by\n"
             "                  default; presets: %s)\n"
+            "  corpus [--out DIR] [--max-examples N] [--lists DIR] [--wordnet DIR]\n"
+            "                  build the default corpus (summarization, classification and\n"
+            "                  question answering) from apt's index files and WordNet into\n"
+            "                  DIR (default build/data); --max-examples keeps at most N\n"
+            "                  examples per task; --lists and --wordnet set the source\n"
+            "                  directories (default " CORPUS_DEFAULT_LISTS " and\n"
+            "                  " CORPUS_DEFAULT_WORDNET ")\n"
             "  devices         list the compute backends this build can use\n"
             "\n"
             "Options (before or after the command):\n"
@@ -238,6 +253,63 @@ static int cmd_demo(const struct options *opt)
     return status;
 }
 
+/* Makes sure apt's Translation-en index files exist: Debian's container
+ * images configure apt not to download them. As root this runs apt-get
+ * update for English; otherwise it prints the command to run. */
+static int ensure_translations(const char *lists_dir)
+{
+    static const char update[] = "apt-get update -o Acquire::Languages=en";
+    int found = corpus_count_index_files(lists_dir, "Translation-en");
+    if (found > 0)
+        return 0;
+    if (found < 0) {
+        fprintf(stderr, "caem corpus: cannot read apt's lists directory %s\n", lists_dir);
+        return -1;
+    }
+    if (strcmp(lists_dir, CORPUS_DEFAULT_LISTS) != 0) {
+        fprintf(stderr, "caem corpus: no Translation-en index files in %s\n", lists_dir);
+        return -1;
+    }
+    if (geteuid() != 0) {
+        fprintf(stderr, "caem corpus: no Translation-en index files in %s; download them "
+                "with:\n    sudo %s\n", lists_dir, update);
+        return -1;
+    }
+    printf("corpus: no Translation-en index files in %s; running %s\n", lists_dir, update);
+    int status = system(update);
+    if (status != 0 || corpus_count_index_files(lists_dir, "Translation-en") <= 0) {
+        fprintf(stderr, "caem corpus: '%s' failed (status %d) or did not download "
+                "Translation-en\n", update, status);
+        return -1;
+    }
+    return 0;
+}
+
+static int cmd_corpus(const struct options *opt)
+{
+    struct corpus_options co = { opt->out_dir, opt->lists_dir, opt->wordnet_dir,
+                                 opt->max_examples };
+    if (ensure_translations(co.lists_dir) != 0)
+        return 1;
+    struct corpus_report report;
+    struct caem_error err;
+    double start = seconds_now();
+    if (corpus_build(&co, &report, &err) != 0) {
+        fprintf(stderr, "caem corpus: %s\n", err.message);
+        return 1;
+    }
+    for (int t = 0; t < CORPUS_TASKS; t++) {
+        const struct corpus_task_report *r = &report.tasks[t];
+        printf("%s: train %ld, validation %ld, test %ld (%ld records read, %ld malformed "
+               "skipped)\n", corpus_task_names[t], r->counts[CORPUS_TRAIN],
+               r->counts[CORPUS_VALIDATION], r->counts[CORPUS_TEST], r->records, r->malformed);
+        if (r->malformed > 0)
+            printf("  first malformed: %s\n", r->first_malformed);
+    }
+    printf("corpus written to %s in %.1f s\n", co.out_dir, seconds_now() - start);
+    return 0;
+}
+
 /* Reports a usage error in one line and returns the exit status for it. */
 static int usage_error(const char *fmt, const char *value)
 {
@@ -252,9 +324,10 @@ int main(int argc, char **argv)
     threads_prefer_passive_wait(argv);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
-    struct options opt = { "cpu", 0, 1, 0, "tiny", 300, 16, 3e-3, NULL };
+    struct options opt = { "cpu", 0, 1, 0, "tiny", 300, 16, 3e-3, NULL,
+                           "build/data", CORPUS_DEFAULT_LISTS, CORPUS_DEFAULT_WORDNET, 0, NULL };
     enum { OPT_DEVICE = 256, OPT_THREADS, OPT_SEED, OPT_VERBOSE, OPT_VERSION, OPT_PRESET,
-           OPT_STEPS, OPT_BATCH, OPT_LR };
+           OPT_STEPS, OPT_BATCH, OPT_LR, OPT_OUT, OPT_LISTS, OPT_WORDNET, OPT_MAX_EXAMPLES };
     static const struct option long_options[] = {
         { "device", required_argument, NULL, OPT_DEVICE },
         { "threads", required_argument, NULL, OPT_THREADS },
@@ -266,6 +339,10 @@ int main(int argc, char **argv)
         { "steps", required_argument, NULL, OPT_STEPS },
         { "batch", required_argument, NULL, OPT_BATCH },
         { "lr", required_argument, NULL, OPT_LR },
+        { "out", required_argument, NULL, OPT_OUT },
+        { "lists", required_argument, NULL, OPT_LISTS },
+        { "wordnet", required_argument, NULL, OPT_WORDNET },
+        { "max-examples", required_argument, NULL, OPT_MAX_EXAMPLES },
         { NULL, 0, NULL, 0 },
     };
     int c;
@@ -320,6 +397,23 @@ int main(int argc, char **argv)
             opt.demo_option = "--lr";
             break;
         }
+        case OPT_OUT:
+            opt.out_dir = optarg;
+            opt.corpus_option = "--out";
+            break;
+        case OPT_LISTS:
+            opt.lists_dir = optarg;
+            opt.corpus_option = "--lists";
+            break;
+        case OPT_WORDNET:
+            opt.wordnet_dir = optarg;
+            opt.corpus_option = "--wordnet";
+            break;
+        case OPT_MAX_EXAMPLES:
+            if (parse_int(optarg, "--max-examples", 1, 1000000000L, &opt.max_examples) != 0)
+                return 2;
+            opt.corpus_option = "--max-examples";
+            break;
         case ':':
             return usage_error("missing value for %s", argv[optind - 1]);
         default:
@@ -334,10 +428,14 @@ int main(int argc, char **argv)
     const char *command = argv[optind];
     if (optind + 1 < argc)
         return usage_error("unexpected argument '%s'", argv[optind + 1]);
+    if (strcmp(command, "corpus") != 0 && opt.corpus_option != NULL)
+        return usage_error("%s applies to the corpus command only", opt.corpus_option);
     if (strcmp(command, "demo") == 0)
         return cmd_demo(&opt);
     if (opt.demo_option != NULL)
         return usage_error("%s applies to the demo command only", opt.demo_option);
+    if (strcmp(command, "corpus") == 0)
+        return cmd_corpus(&opt);
     if (strcmp(command, "devices") == 0)
         return cmd_devices();
     return usage_error("unknown command '%s'", command);
