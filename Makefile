@@ -3,8 +3,9 @@
 #   make            build ./caem and build/libcaem.a
 #   make test       build and run every test (also under AddressSanitizer and
 #                   UndefinedBehaviorSanitizer); ends with "N passed, M failed"
-#   make demo       build and run the main job
-#   make data       build the default corpus from Debian's own text into build/data
+#   make demo       build the corpus (make data), then run the main job
+#   make data       build the default corpus from Debian's own text into build/data,
+#                   with its SentencePiece vocabulary build/data/spm.model
 #   make bench      time a training step (beside the reference where installed)
 #   make clean      remove build outputs
 #
@@ -119,7 +120,7 @@ unit-tests: $(TESTS) $(SAN_TESTS)
 test: all unit-tests
 	@CAEM_ROOT=$(CURDIR) tests/run.sh $(TESTS) --variant asan $(SAN_TESTS)
 
-demo: all
+demo: all data
 	./caem demo
 
 data: all

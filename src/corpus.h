@@ -9,7 +9,8 @@
  *                   sentences the context, and the lemma found in it the answer
  *
  * Each task is written as DIR/<task>/{train,validation,test}.jsonl (one JSON
- * object per line) and DIR/<task>/counts.json. The split of an example
+ * object per line) and DIR/<task>/counts.json, and corpus_train_vocab trains
+ * a SentencePiece vocabulary on the train splits. The split of an example
  * depends only on a hash of its key (a package name, or a synset's offset and
  * type), so building twice gives byte-identical files. */
 #ifndef CAEM_CORPUS_H
@@ -66,5 +67,33 @@ int corpus_count_index_files(const char *lists_dir, const char *kind);
  * read, when apt-helper fails, or when a file cannot be written. */
 int corpus_build(const struct corpus_options *options, struct corpus_report *report,
                  struct caem_error *err);
+
+/* The vocabulary trained on the corpus: DIR/spm.model and DIR/spm.vocab. */
+#define CORPUS_DEFAULT_VOCAB_SIZE 8000
+#define CORPUS_VOCAB_MIN 64
+#define CORPUS_VOCAB_MAX 1000000
+
+struct corpus_vocab_options {
+    const char *out_dir;   /* a directory corpus_build wrote */
+    int vocab_size;        /* pieces, sentinels excluded; an upper bound, see below */
+    unsigned seed;         /* spm_train's --random_seed */
+};
+
+struct corpus_vocab_report {
+    long sentences;  /* non-blank lines of train-split text written for spm_train */
+    int pieces;      /* pieces in the trained model */
+};
+
+/* Trains a SentencePiece unigram model on the inputs and targets of the three
+ * tasks' train splits with `spm_train` (Debian package sentencepiece), in the
+ * T5 layout (pad 0, EOS 1, unknown 2, no BOS) with nmt_nfkc normalization,
+ * and writes DIR/spm.model, DIR/spm.vocab and spm_train's output in
+ * DIR/spm_train.log. spm_train samples 30000 of the lines. The model has
+ * vocab_size pieces unless the text is too small for that many, in which case
+ * it has fewer; tokenizers add 100 sentinel ids on top. The same text, seed
+ * and directory give the same model. Fails when spm_train is not on the PATH,
+ * a train split cannot be read, or spm_train fails. */
+int corpus_train_vocab(const struct corpus_vocab_options *options,
+                       struct corpus_vocab_report *report, struct caem_error *err);
 
 #endif

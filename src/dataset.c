@@ -981,3 +981,162 @@ int dataset_load_xsum_raw(struct dataset *out, const char *path, struct dataset_
     load_finish(out, &builder, report);
     return 0;
 }
+
+/* ---- XSum .document / .summary pairs ---- */
+
+/* Reads one side of a pair: its lines without blank lines and share-widget
+ * lines, trimmed. Returns 0 with the text in *text, 1 when the file is
+ * malformed (reason filled) and -1 on failure. */
+static int xsum_pair_read(const char *path, struct text_buffer *text, char reason[REASON_MAX],
+                          struct caem_error *err)
+{
+    char *data;
+    size_t length;
+    if (file_read_all(path, &data, &length, err) != 0)
+        return -1;
+    int result = 0;
+    if (!utf8_valid(data, length)) {
+        snprintf(reason, REASON_MAX, "%s: invalid UTF-8 or a NUL byte", path);
+        result = 1;
+    }
+    size_t pos = 0;
+    while (result == 0 && pos < length) {
+        const char *line = data + pos;
+        const char *newline = memchr(line, '\n', length - pos);
+        size_t line_length = newline != NULL ? (size_t)(newline - line) : length - pos;
+        pos += line_length + (newline != NULL);
+        if (line_length > 0 && line[line_length - 1] == '\r')
+            line_length--;
+        if (text_is_blank(line, line_length) || xsum_is_widget_line(line, line_length))
+            continue;
+        if (text_buffer_append(text, line, line_length, err) != 0 ||
+            text_buffer_append(text, "\n", 1, err) != 0)
+            result = -1;
+    }
+    text_buffer_trim(text);
+    if (result == 0 && text->length == 0) {
+        snprintf(reason, REASON_MAX, "%s is empty", path);
+        result = 1;
+    }
+    free(data);
+    return result;
+}
+
+/* Loads the pair of one id as record number `record`. A missing side makes
+ * the record malformed; a side that exists but cannot be read fails the load. */
+static int xsum_pair_load(struct dataset_builder *b, const char *dir, const char *id,
+                          long record, struct dataset_report *report, struct caem_error *err)
+{
+    static const char *const extensions[2] = { ".document", ".summary" };
+    struct text_buffer sides[2];
+    memset(sides, 0, sizeof sides);
+    char reason[REASON_MAX];
+    int result = 0;
+    for (int s = 0; s < 2 && result == 0; s++) {
+        char *path = text_join(err, dir, "/", id, extensions[s], (const char *)NULL);
+        struct stat st;
+        if (path == NULL) {
+            result = -1;
+        } else if (stat(path, &st) != 0 && errno == ENOENT) {
+            snprintf(reason, sizeof reason, "%s is missing", path);
+            result = 1;
+        } else {
+            result = xsum_pair_read(path, &sides[s], reason, err);
+        }
+        free(path);
+    }
+    if (result == 0) {
+        const char *summary = sides[1].data;
+        char *input = text_join(err, "Summarize: ", sides[0].data, (const char *)NULL);
+        result = builder_add_example(b, input, &summary, 1, id, err);
+    }
+    if (result == 1)
+        report_skip(report, record, "%s", reason);
+    for (int s = 0; s < 2; s++)
+        free(sides[s].data);
+    return result < 0 ? -1 : 0;
+}
+
+/* Lists the distinct ids of the files named ID.document or ID.summary in
+ * dir, sorted by name. */
+static int xsum_pair_list_ids(const char *dir, char ***ids, size_t *count,
+                              struct caem_error *err)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return caem_fail(err, "failed to open directory %s: %s", dir, strerror(errno));
+    char **names = NULL;
+    size_t used = 0, capacity = 0;
+    int status = 0;
+    struct dirent *entry;
+    while (status == 0 && (entry = readdir(d)) != NULL) {
+        const char *dot = strrchr(entry->d_name, '.');
+        if (dot == NULL || dot == entry->d_name ||
+            (strcmp(dot, ".document") != 0 && strcmp(dot, ".summary") != 0))
+            continue;
+        if (used == capacity) {
+            capacity = capacity > 0 ? 2 * capacity : 64;
+            char **grown = realloc(names, capacity * sizeof *grown);
+            if (grown == NULL) {
+                status = caem_fail(err, "out of memory listing %s", dir);
+                break;
+            }
+            names = grown;
+        }
+        names[used] = strndup(entry->d_name, (size_t)(dot - entry->d_name));
+        if (names[used] == NULL)
+            status = caem_fail(err, "out of memory listing %s", dir);
+        else
+            used++;
+    }
+    closedir(d);
+    if (status != 0) {
+        names_free(names, used);
+        return -1;
+    }
+    if (used > 0)
+        qsort(names, used, sizeof *names, compare_names);
+    /* each complete pair lists its id twice */
+    size_t distinct = 0;
+    for (size_t i = 0; i < used; i++) {
+        if (distinct > 0 && strcmp(names[distinct - 1], names[i]) == 0)
+            free(names[i]);
+        else
+            names[distinct++] = names[i];
+    }
+    *ids = names;
+    *count = distinct;
+    return 0;
+}
+
+int dataset_load_xsum_pairs(struct dataset *out, const char *dir, const char *const *ids,
+                            size_t id_count, struct dataset_report *report,
+                            struct caem_error *err)
+{
+    if (load_begin(out, report, err) != 0)
+        return -1;
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        return caem_fail(err, "failed to open directory %s: %s", dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return caem_fail(err, "failed to open directory %s: not a directory", dir);
+    char **listed = NULL;
+    size_t listed_count = 0;
+    if (ids == NULL) {
+        if (xsum_pair_list_ids(dir, &listed, &listed_count, err) != 0)
+            return -1;
+        ids = (const char *const *)listed;
+        id_count = listed_count;
+    }
+    struct dataset_builder builder = { { NULL, 0 }, 0 };
+    int status = 0;
+    for (size_t i = 0; i < id_count && status == 0; i++)
+        status = xsum_pair_load(&builder, dir, ids[i], (long)i + 1, report, err);
+    names_free(listed, listed_count);
+    if (status != 0) {
+        dataset_free(&builder.set);
+        return -1;
+    }
+    load_finish(out, &builder, report);
+    return 0;
+}

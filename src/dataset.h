@@ -7,6 +7,7 @@
  *   SQuAD v1.1 JSON    "Question: <question> Context: <context>" -> first answer
  *   XSum JSON lines    "Summarize: <document>"             -> summary
  *   XSum raw .data     "Summarize: <RESTBODY>"             -> INTRODUCTION
+ *   XSum .document     "Summarize: <ID.document>"          -> ID.summary
  *
  * A malformed record is skipped and counted in a struct dataset_report, which
  * also keeps the first skipped record's number and reason. A file that cannot
@@ -35,13 +36,14 @@ struct dataset {
 #define DATASET_REPORT_ERROR_MAX 512
 
 /* The outcome of one load. A record is one CSV line, one JSON line, one SQuAD
- * question or one XSum .data file. */
+ * question, one XSum .data file or one XSum ID with its .document and .summary. */
 struct dataset_report {
     long loaded;
     long skipped;
     /* 1-based number of the first skipped record, 0 when none was skipped: the
      * line number for CSV and JSON lines, the question's position in file
-     * order for SQuAD, the file's position in name order for XSum .data. */
+     * order for SQuAD, the file's position in name order for XSum .data, the
+     * ID's position for XSum pairs. */
     long first_bad_record;
     /* Why that record was skipped, with the path and the line, JSON path or file. */
     char first_error[DATASET_REPORT_ERROR_MAX];
@@ -77,6 +79,20 @@ int dataset_load_xsum_jsonl(struct dataset *out, const char *path,
  * the document, because the JSON-lines release of XSum has them removed. */
 int dataset_load_xsum_raw(struct dataset *out, const char *path, struct dataset_report *report,
                           struct caem_error *err);
+
+/* Loads XSum as pairs of files in one directory: ID.document (the article)
+ * and ID.summary (its one-sentence summary), as in the preprocessed XSum
+ * release. Blank lines and the share-widget lines that dataset_load_xsum_raw
+ * drops are removed from both, and the text is trimmed. A record is one ID:
+ * when ids is NULL, every ID that names a .document or a .summary file in
+ * dir, in name order; otherwise the id_count listed IDs in the given order,
+ * for example one split of XSum's split file. An ID with one of its two
+ * files missing, or with an empty or non-UTF-8 file, is malformed and
+ * reported by the missing file's path. A directory that cannot be read, or a
+ * file that exists but cannot be read, fails the load with its path. */
+int dataset_load_xsum_pairs(struct dataset *out, const char *dir, const char *const *ids,
+                            size_t id_count, struct dataset_report *report,
+                            struct caem_error *err);
 
 /* Frees every example and leaves ds empty. Safe on an empty dataset. */
 void dataset_free(struct dataset *ds);

@@ -15,6 +15,7 @@
 #include "model.h"
 #include "rng.h"
 #include "threads.h"
+#include "tokenizer.h"
 #include "usage.h"
 #ifdef CAEM_HAVE_CUDA
 #include "cuda_device.h"
@@ -38,6 +39,7 @@ struct options {
     const char *lists_dir;
     const char *wordnet_dir;
     long max_examples;
+    long vocab_size;
     const char *corpus_option; /* a corpus option given, for the error with other commands */
 };
 
@@ -53,10 +55,13 @@ static void print_usage(FILE *out)
             "                  expert usage (preset tiny, 300 steps, batch 16, lr 3e-3 by\n"
             "                  default; presets: %s)\n"
             "  corpus [--out DIR] [--max-examples N] [--lists DIR] [--wordnet DIR]\n"
+            "         [--vocab-size N]\n"
             "                  build the default corpus (summarization, classification and\n"
             "                  question answering) from apt's index files and WordNet into\n"
-            "                  DIR (default build/data); --max-examples keeps at most N\n"
-            "                  examples per task; --lists and --wordnet set the source\n"
+            "                  DIR (default build/data), then train a SentencePiece model\n"
+            "                  of at most N pieces (default 8000) on its train splits with\n"
+            "                  spm_train into DIR/spm.model; --max-examples keeps at most\n"
+            "                  N examples per task; --lists and --wordnet set the source\n"
             "                  directories (default " CORPUS_DEFAULT_LISTS " and\n"
             "                  " CORPUS_DEFAULT_WORDNET ")\n"
             "  devices         list the compute backends this build can use\n"
@@ -307,6 +312,17 @@ static int cmd_corpus(const struct options *opt)
             printf("  first malformed: %s\n", r->first_malformed);
     }
     printf("corpus written to %s in %.1f s\n", co.out_dir, seconds_now() - start);
+
+    struct corpus_vocab_options vo = { co.out_dir, (int)opt->vocab_size, (unsigned)opt->seed };
+    struct corpus_vocab_report vocab;
+    start = seconds_now();
+    if (corpus_train_vocab(&vo, &vocab, &err) != 0) {
+        fprintf(stderr, "caem corpus: %s\n", err.message);
+        return 1;
+    }
+    printf("vocabulary: %s/spm.model, %d pieces (+%d sentinels) from %ld lines, in %.1f s\n",
+           co.out_dir, vocab.pieces, TOKENIZER_SENTINELS, vocab.sentences,
+           seconds_now() - start);
     return 0;
 }
 
@@ -325,9 +341,11 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     struct options opt = { "cpu", 0, 1, 0, "tiny", 300, 16, 3e-3, NULL,
-                           "build/data", CORPUS_DEFAULT_LISTS, CORPUS_DEFAULT_WORDNET, 0, NULL };
+                           "build/data", CORPUS_DEFAULT_LISTS, CORPUS_DEFAULT_WORDNET, 0,
+                           CORPUS_DEFAULT_VOCAB_SIZE, NULL };
     enum { OPT_DEVICE = 256, OPT_THREADS, OPT_SEED, OPT_VERBOSE, OPT_VERSION, OPT_PRESET,
-           OPT_STEPS, OPT_BATCH, OPT_LR, OPT_OUT, OPT_LISTS, OPT_WORDNET, OPT_MAX_EXAMPLES };
+           OPT_STEPS, OPT_BATCH, OPT_LR, OPT_OUT, OPT_LISTS, OPT_WORDNET, OPT_MAX_EXAMPLES,
+           OPT_VOCAB_SIZE };
     static const struct option long_options[] = {
         { "device", required_argument, NULL, OPT_DEVICE },
         { "threads", required_argument, NULL, OPT_THREADS },
@@ -343,6 +361,7 @@ int main(int argc, char **argv)
         { "lists", required_argument, NULL, OPT_LISTS },
         { "wordnet", required_argument, NULL, OPT_WORDNET },
         { "max-examples", required_argument, NULL, OPT_MAX_EXAMPLES },
+        { "vocab-size", required_argument, NULL, OPT_VOCAB_SIZE },
         { NULL, 0, NULL, 0 },
     };
     int c;
@@ -413,6 +432,12 @@ int main(int argc, char **argv)
             if (parse_int(optarg, "--max-examples", 1, 1000000000L, &opt.max_examples) != 0)
                 return 2;
             opt.corpus_option = "--max-examples";
+            break;
+        case OPT_VOCAB_SIZE:
+            if (parse_int(optarg, "--vocab-size", CORPUS_VOCAB_MIN, CORPUS_VOCAB_MAX,
+                          &opt.vocab_size) != 0)
+                return 2;
+            opt.corpus_option = "--vocab-size";
             break;
         case ':':
             return usage_error("missing value for %s", argv[optind - 1]);

@@ -44,7 +44,7 @@ struct piece_trie {
 struct tokenizer {
     char *name;
     struct piece *pieces;
-    int vocab_size;
+    int piece_count;           /* pieces in the model file, sentinels excluded */
     struct piece_trie trie;
     int has_user_defined;
     int32_t byte_ids[256];
@@ -69,6 +69,9 @@ struct tokenizer {
 
     float min_score, max_score;
     int32_t unk_id;             /* the UNKNOWN piece */
+
+    /* "<extra_id_i>" for sentinel i, whose id is piece_count + 99 - i */
+    char sentinel_text[TOKENIZER_SENTINELS][24];
 };
 
 /* ---- growable byte buffer ---- */
@@ -403,7 +406,7 @@ static int parse_piece(struct tokenizer *t, struct pb_reader *r, struct piece *p
         return -1;
     if (p->text == NULL || p->len == 0)
         return caem_fail(err, "%s: piece %d at byte offset %zu is empty", t->name,
-                         t->vocab_size, start);
+                         t->piece_count, start);
     return 0;
 }
 
@@ -509,7 +512,7 @@ static int parse_denormalizer_spec(struct tokenizer *t, struct pb_reader *r,
 static int add_piece(struct tokenizer *t, size_t *cap, struct pb_reader *sub,
                      struct caem_error *err)
 {
-    if ((size_t)t->vocab_size == *cap) {
+    if ((size_t)t->piece_count == *cap) {
         size_t n = *cap ? *cap * 2 : 1024;
         struct piece *pieces = realloc(t->pieces, n * sizeof *pieces);
         if (pieces == NULL)
@@ -517,9 +520,9 @@ static int add_piece(struct tokenizer *t, size_t *cap, struct pb_reader *sub,
         t->pieces = pieces;
         *cap = n;
     }
-    struct piece *p = &t->pieces[t->vocab_size];
+    struct piece *p = &t->pieces[t->piece_count];
     memset(p, 0, sizeof *p);
-    t->vocab_size++;
+    t->piece_count++;
     return parse_piece(t, sub, p, err);
 }
 
@@ -578,14 +581,14 @@ static int charsmap_init(struct tokenizer *t, struct caem_error *err)
 /* Checks the pieces and builds the lookup structures the encoder needs. */
 static int pieces_init(struct tokenizer *t, struct caem_error *err)
 {
-    if (t->vocab_size == 0)
+    if (t->piece_count == 0)
         return caem_fail(err, "%s: the model has no pieces", t->name);
     t->unk_id = -1;
     t->min_score = FLT_MAX;
     t->max_score = FLT_MIN;
     for (int i = 0; i < 256; i++)
         t->byte_ids[i] = -1;
-    for (int id = 0; id < t->vocab_size; id++) {
+    for (int id = 0; id < t->piece_count; id++) {
         const struct piece *p = &t->pieces[id];
         if (p->type == TOKENIZER_PIECE_NORMAL) {
             t->min_score = p->score < t->min_score ? p->score : t->min_score;
@@ -661,6 +664,8 @@ int tokenizer_load_buffer(struct tokenizer **out, const void *data, size_t size,
     }
     if (charsmap_init(t, err) != 0 || pieces_init(t, err) != 0)
         goto fail;
+    for (int i = 0; i < TOKENIZER_SENTINELS; i++)
+        snprintf(t->sentinel_text[i], sizeof t->sentinel_text[i], "<extra_id_%d>", i);
     *out = t;
     return 0;
 
@@ -700,7 +705,7 @@ void tokenizer_free(struct tokenizer *t)
 {
     if (t == NULL)
         return;
-    for (int i = 0; i < t->vocab_size; i++)
+    for (int i = 0; i < t->piece_count; i++)
         free(t->pieces[i].text);
     free(t->pieces);
     trie_free(&t->trie);
@@ -711,21 +716,45 @@ void tokenizer_free(struct tokenizer *t)
     free(t);
 }
 
-int tokenizer_vocab_size(const struct tokenizer *t) { return t->vocab_size; }
+int tokenizer_vocab_size(const struct tokenizer *t)
+{
+    return t->piece_count + TOKENIZER_SENTINELS;
+}
+
+int tokenizer_piece_count(const struct tokenizer *t) { return t->piece_count; }
+
+int32_t tokenizer_sentinel_id(const struct tokenizer *t, int i)
+{
+    if (i < 0 || i >= TOKENIZER_SENTINELS)
+        return -1;
+    return t->piece_count + TOKENIZER_SENTINELS - 1 - i;
+}
+
+int tokenizer_sentinel_index(const struct tokenizer *t, int32_t id)
+{
+    if (id < t->piece_count || id >= t->piece_count + TOKENIZER_SENTINELS)
+        return -1;
+    return t->piece_count + TOKENIZER_SENTINELS - 1 - id;
+}
 
 const char *tokenizer_piece(const struct tokenizer *t, int32_t id)
 {
-    return id >= 0 && id < t->vocab_size ? t->pieces[id].text : NULL;
+    int sentinel = tokenizer_sentinel_index(t, id);
+    if (sentinel >= 0)
+        return t->sentinel_text[sentinel];
+    return id >= 0 && id < t->piece_count ? t->pieces[id].text : NULL;
 }
 
 int tokenizer_piece_type(const struct tokenizer *t, int32_t id)
 {
-    return id >= 0 && id < t->vocab_size ? t->pieces[id].type : -1;
+    if (tokenizer_sentinel_index(t, id) >= 0)
+        return TOKENIZER_PIECE_SENTINEL;
+    return id >= 0 && id < t->piece_count ? t->pieces[id].type : -1;
 }
 
 float tokenizer_piece_score(const struct tokenizer *t, int32_t id)
 {
-    return id >= 0 && id < t->vocab_size ? t->pieces[id].score : 0.0f;
+    return id >= 0 && id < t->piece_count ? t->pieces[id].score : 0.0f;
 }
 
 struct tokenizer_special_ids tokenizer_special_ids(const struct tokenizer *t)
@@ -1042,11 +1071,10 @@ static int viterbi_emit(const struct tokenizer *t, const uint8_t *s, size_t n,
     return rc;
 }
 
-int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, int32_t **ids,
-                     size_t *count, struct caem_error *err)
+/* Encodes text that contains no sentinel, appending its ids to out. */
+static int encode_segment(const struct tokenizer *t, const char *text, size_t len,
+                          struct id_list *out, struct caem_error *err)
 {
-    *ids = NULL;
-    *count = 0;
     char *normalized;
     size_t n;
     if (tokenizer_normalize(t, text, len, &normalized, &n, err) != 0)
@@ -1056,19 +1084,72 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, in
         return caem_fail(err, "%s: text of %zu bytes is too long to encode", t->name, len);
     }
     struct best_path *best = caem_malloc((n + 1) * sizeof *best, "Viterbi lattice", err);
-    struct id_list out = { 0 };
     int rc = -1;
     if (best != NULL) {
         viterbi_forward(t, (const uint8_t *)normalized, n, best);
-        rc = viterbi_emit(t, (const uint8_t *)normalized, n, best, &out, err);
+        rc = viterbi_emit(t, (const uint8_t *)normalized, n, best, out, err);
+    }
+    free(best);
+    free(normalized);
+    return rc;
+}
+
+/* Returns the index of the sentinel whose text "<extra_id_N>" starts s and
+ * sets *length to its bytes, or returns -1. N has one or two digits and no
+ * leading zero, the spelling T5's tokenizer adds. */
+static int sentinel_match(const char *s, size_t n, size_t *length)
+{
+    static const char prefix[] = "<extra_id_";
+    const size_t prefix_len = sizeof prefix - 1;
+    if (n < prefix_len + 2 || memcmp(s, prefix, prefix_len) != 0)
+        return -1;
+    size_t digits = 0;
+    int index = 0;
+    while (prefix_len + digits < n && digits < 3 && s[prefix_len + digits] >= '0' &&
+           s[prefix_len + digits] <= '9') {
+        index = index * 10 + (s[prefix_len + digits] - '0');
+        digits++;
+    }
+    int leading_zero = digits > 1 && s[prefix_len] == '0';
+    if (digits == 0 || digits > 2 || leading_zero || prefix_len + digits >= n ||
+        s[prefix_len + digits] != '>')
+        return -1;
+    *length = prefix_len + digits + 1;
+    return index;
+}
+
+int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, int32_t **ids,
+                     size_t *count, struct caem_error *err)
+{
+    *ids = NULL;
+    *count = 0;
+    struct id_list out = { 0 };
+    int rc = 0;
+    size_t segment_start = 0, pos = 0;
+    while (rc == 0 && pos <= len) {
+        size_t sentinel_len = 0;
+        int sentinel = -1;
+        if (pos < len && text[pos] == '<')
+            sentinel = sentinel_match(text + pos, len - pos, &sentinel_len);
+        if (pos < len && sentinel < 0) {
+            pos++;
+            continue;
+        }
+        /* a sentinel or the end of the text closes the segment before it */
+        if (pos > segment_start)
+            rc = encode_segment(t, text + segment_start, pos - segment_start, &out, err);
+        if (rc == 0 && sentinel >= 0)
+            rc = id_list_push(&out, tokenizer_sentinel_id(t, sentinel), err);
+        if (sentinel < 0)
+            break;
+        pos += sentinel_len;
+        segment_start = pos;
     }
     /* empty output still returns an array, so that the caller can always free it */
     if (rc == 0 && out.ids == NULL) {
         out.ids = caem_malloc(sizeof *out.ids, "token ids", err);
         rc = out.ids == NULL ? -1 : 0;
     }
-    free(best);
-    free(normalized);
     if (rc != 0) {
         free(out.ids);
         return -1;
@@ -1129,6 +1210,57 @@ static int append_piece(const struct tokenizer *t, struct buffer *text, const st
     return 0;
 }
 
+/* Decodes ids that contain no sentinel into out, which starts empty, as
+ * spm_decode decodes one line. `first` is the position of ids[0] in the
+ * caller's array, for error messages. */
+static int decode_segment(const struct tokenizer *t, const int32_t *ids, size_t count,
+                          size_t first, struct buffer *out, struct caem_error *err)
+{
+    uint8_t *bytes = caem_malloc(count ? count : 1, "byte pieces", err);
+    if (bytes == NULL)
+        return -1;
+
+    size_t byte_count = 0;
+    int at_start = 1, stripped_prefix = 0;
+    for (size_t i = 0; i < count; i++) {
+        int32_t id = ids[i];
+        if (id < 0 || id >= t->piece_count) {
+            caem_fail(err, "%s: token id %d at position %zu is outside the vocabulary [0, %d)",
+                      t->name, id, first + i, tokenizer_vocab_size(t));
+            goto fail;
+        }
+        const struct piece *p = &t->pieces[id];
+        if (p->type == TOKENIZER_PIECE_BYTE) {
+            bytes[byte_count++] = (uint8_t)strtol(p->text + 3, NULL, 16);
+            continue;
+        }
+        if (flush_bytes(out, bytes, byte_count, err) != 0)
+            goto fail;
+        byte_count = 0;
+        if (stripped_prefix || out->len > 0)
+            at_start = 0;
+        stripped_prefix = 0;
+        if (p->type == TOKENIZER_PIECE_CONTROL)
+            continue;
+        if (p->type == TOKENIZER_PIECE_UNKNOWN) {
+            const char *surface = t->unk_surface ? t->unk_surface : DEFAULT_UNK_SURFACE;
+            if (buffer_append(out, surface, strlen(surface), err) != 0)
+                goto fail;
+            continue;
+        }
+        if (append_piece(t, out, p, at_start, &stripped_prefix, err) != 0)
+            goto fail;
+    }
+    if (flush_bytes(out, bytes, byte_count, err) != 0)
+        goto fail;
+    free(bytes);
+    return 0;
+
+fail:
+    free(bytes);
+    return -1;
+}
+
 int tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t count, char **text,
                      size_t *len, struct caem_error *err)
 {
@@ -1137,52 +1269,40 @@ int tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t count
     if (t->has_denormalizer)
         return caem_fail(err, "%s: the model has denormalizer rules, which decoding does not "
                          "support", t->name);
-    struct buffer out = { 0 };
-    uint8_t *bytes = caem_malloc(count ? count : 1, "byte pieces", err);
-    if (bytes == NULL || buffer_reserve(&out, 0, err) != 0)
-        goto fail;
+    struct buffer out = { 0 }, segment = { 0 };
+    if (buffer_reserve(&out, 0, err) != 0)
+        return -1;
     out.data[0] = '\0';
 
-    size_t byte_count = 0;
-    int at_start = 1, stripped_prefix = 0;
-    for (size_t i = 0; i < count; i++) {
-        int32_t id = ids[i];
-        if (id < 0 || id >= t->vocab_size) {
-            caem_fail(err, "%s: token id %d at position %zu is outside the vocabulary [0, %d)",
-                      t->name, id, i, t->vocab_size);
-            goto fail;
-        }
-        const struct piece *p = &t->pieces[id];
-        if (p->type == TOKENIZER_PIECE_BYTE) {
-            bytes[byte_count++] = (uint8_t)strtol(p->text + 3, NULL, 16);
+    /* each run of ids up to a sentinel (or the end) is one segment */
+    size_t start = 0;
+    for (size_t i = 0; i <= count; i++) {
+        int sentinel = i < count ? tokenizer_sentinel_index(t, ids[i]) : -1;
+        if (i < count && sentinel < 0)
             continue;
-        }
-        if (flush_bytes(&out, bytes, byte_count, err) != 0)
+        segment.len = 0;
+        if (buffer_reserve(&segment, 0, err) != 0 ||
+            decode_segment(t, ids + start, i - start, start, &segment, err) != 0)
             goto fail;
-        byte_count = 0;
-        if (stripped_prefix || out.len > 0)
-            at_start = 0;
-        stripped_prefix = 0;
-        if (p->type == TOKENIZER_PIECE_CONTROL)
-            continue;
-        if (p->type == TOKENIZER_PIECE_UNKNOWN) {
-            const char *surface = t->unk_surface ? t->unk_surface : DEFAULT_UNK_SURFACE;
-            if (buffer_append(&out, surface, strlen(surface), err) != 0)
+        if (segment.len > 0 && out.len > 0 && buffer_append(&out, " ", 1, err) != 0)
+            goto fail;
+        if (buffer_append(&out, segment.data, segment.len, err) != 0)
+            goto fail;
+        if (sentinel >= 0) {
+            const char *piece = t->sentinel_text[sentinel];
+            if ((out.len > 0 && buffer_append(&out, " ", 1, err) != 0) ||
+                buffer_append(&out, piece, strlen(piece), err) != 0)
                 goto fail;
-            continue;
         }
-        if (append_piece(t, &out, p, at_start, &stripped_prefix, err) != 0)
-            goto fail;
+        start = i + 1;
     }
-    if (flush_bytes(&out, bytes, byte_count, err) != 0)
-        goto fail;
-    free(bytes);
+    free(segment.data);
     *text = out.data;
     *len = out.len;
     return 0;
 
 fail:
-    free(bytes);
+    free(segment.data);
     free(out.data);
     return -1;
 }

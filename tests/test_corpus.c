@@ -8,6 +8,7 @@
 #include "corpus.h"
 #include "deb822.h"
 #include "test.h"
+#include "tokenizer.h"
 #include "wordnet.h"
 
 /* ---- deb822 ---- */
@@ -150,6 +151,33 @@ static void test_inflection_matcher_cases(void)
                       strncmp(cases[i].text + start, cases[i].match, length) == 0,
                   "'%s' in '%s' matched '%.*s'", cases[i].lemma, cases[i].text, (int)length,
                   cases[i].text + start);
+    }
+}
+
+/* A lemma with a leading or doubled space has an empty word, which once made
+ * the suffix matcher read the byte before the lemma. */
+static void test_matcher_empty_lemma_word(void)
+{
+    static const char *const lemmas[] = { " baked", "bake  bread", "  " };
+    for (size_t i = 0; i < sizeof lemmas / sizeof lemmas[0]; i++) {
+        size_t start = 0, length = 0;
+        int found = wordnet_find_lemma("we baked bread", lemmas[i], &start, &length);
+        CHECK_MSG(!found, "'%s' matched at %zu", lemmas[i], start);
+    }
+
+    /* the same lemma as the data-line parser makes it from a word with a leading '_' */
+    struct wordnet_synset synset;
+    char reason[128];
+    memset(&synset, 0, sizeof synset);
+    int parsed = wordnet_parse_line("00001234 29 v 01 _bake 0 000 | cook", &synset, reason,
+                                    sizeof reason);
+    CHECK_MSG(parsed == 1, "parse returned %d: %s", parsed, reason);
+    if (parsed == 1) {
+        size_t start = 0, length = 0;
+        CHECK(synset.word_count == 1);
+        CHECK(strcmp(synset.words[0], " bake") == 0);
+        CHECK(!wordnet_find_lemma("we baked bread", synset.words[0], &start, &length));
+        wordnet_synset_free(&synset);
     }
 }
 
@@ -375,6 +403,164 @@ static void test_build_real_sources(void)
     rmdir(second);
 }
 
+/* ---- the vocabulary ---- */
+
+static const char *const vocab_words[] = {
+    "the", "package", "provides", "library", "for", "reading", "writing", "files", "with",
+    "support", "network", "server", "client", "graphics", "sound", "editor", "text", "data",
+    "development", "headers", "documentation", "python", "module", "tools", "command",
+    "line", "interface", "game", "science", "mathematics", "database", "mail", "fast",
+    "small", "simple", "portable", "secure", "extensible", "plugin", "system",
+};
+
+/* Writes DIR/<task>/train.jsonl for every task, `records` records each, and
+ * returns the number of non-blank lines in their inputs and targets. */
+static long write_vocab_corpus(const char *dir, int records)
+{
+    const size_t words = sizeof vocab_words / sizeof vocab_words[0];
+    long sentences = 0;
+    for (int t = 0; t < CORPUS_TASKS; t++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, corpus_task_names[t]);
+        mkdir(path, 0755);
+        snprintf(path, sizeof path, "%s/%s/train.jsonl", dir, corpus_task_names[t]);
+        FILE *f = fopen(path, "wb");
+        if (f == NULL)
+            return -1;
+        for (int i = 0; i < records; i++) {
+            size_t k = (size_t)(t * records + i) * 7;
+            /* two input lines around a blank one, and a one-line target */
+            fprintf(f, "{\"id\": \"r%d\", \"input\": \"%s %s %s %s.\\n \\n%s %s %s.\", "
+                    "\"target\": \"%s %s\"}\n", i, vocab_words[k % words],
+                    vocab_words[(k / 3 + 1) % words], vocab_words[(k / 5 + 2) % words],
+                    vocab_words[(k * 3 + 3) % words], vocab_words[(k + 4) % words],
+                    vocab_words[(k / 7 + 5) % words], vocab_words[(k * 11 + 6) % words],
+                    vocab_words[(k / 2 + 7) % words], vocab_words[(k * 13 + 8) % words]);
+            sentences += 3;
+        }
+        fclose(f);
+    }
+    return sentences;
+}
+
+static void remove_tree(const char *dir)
+{
+    if (strncmp(dir, "/tmp/caem-vocab-", 16) != 0)
+        return;
+    char command[256];
+    snprintf(command, sizeof command, "rm -rf '%s'", dir);
+    CHECK_INT_EQ(system(command), 0);
+}
+
+static void test_vocab_trains_t5_layout(void)
+{
+    if (system("command -v spm_train >/dev/null 2>&1") != 0)
+        SKIP("spm_train is not on the PATH (Debian package sentencepiece)");
+    char dir[] = "/tmp/caem-vocab-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    long expected_sentences = write_vocab_corpus(dir, 100);
+    CHECK_INT_EQ(expected_sentences, 900);
+
+    struct corpus_vocab_options options = { dir, 300, 7 };
+    struct corpus_vocab_report report;
+    struct caem_error err;
+    CHECK_MSG(corpus_train_vocab(&options, &report, &err) == 0, "%s", err.message);
+    CHECK_INT_EQ(report.sentences, expected_sentences);
+    CHECK(report.pieces > 50);
+    CHECK(report.pieces <= 300);
+
+    char path[1024];
+    snprintf(path, sizeof path, "%s/spm_input.tmp", dir);
+    CHECK_MSG(access(path, F_OK) != 0, "%s was not removed", path);
+    snprintf(path, sizeof path, "%s/spm.partial.model", dir);
+    CHECK_MSG(access(path, F_OK) != 0, "%s was not renamed", path);
+    snprintf(path, sizeof path, "%s/spm.vocab", dir);
+    char *vocab = NULL;
+    long vocab_size = 0;
+    CHECK((vocab = read_file(path, &vocab_size)) != NULL);
+    long vocab_lines = 0;
+    for (long i = 0; vocab != NULL && i < vocab_size; i++)
+        vocab_lines += vocab[i] == '\n';
+    CHECK_INT_EQ(vocab_lines, report.pieces);
+    free(vocab);
+
+    snprintf(path, sizeof path, "%s/spm.model", dir);
+    struct tokenizer *t;
+    CHECK_MSG(tokenizer_load(&t, path, &err) == 0, "%s", err.message);
+    if (t != NULL) {
+        struct tokenizer_special_ids special = tokenizer_special_ids(t);
+        CHECK_INT_EQ(special.pad_id, 0);
+        CHECK_INT_EQ(special.eos_id, 1);
+        CHECK_INT_EQ(special.unk_id, 2);
+        CHECK_INT_EQ(special.bos_id, -1);
+        CHECK_INT_EQ(tokenizer_piece_count(t), report.pieces);
+        CHECK_INT_EQ(tokenizer_vocab_size(t), report.pieces + TOKENIZER_SENTINELS);
+        /* every character of the training text has a piece, so nothing is unknown */
+        const char text[] = "the portable python library provides fast network tools";
+        int32_t *ids;
+        size_t count;
+        CHECK(tokenizer_encode(t, text, strlen(text), &ids, &count, &err) == 0);
+        CHECK(count > 0);
+        for (size_t i = 0; i < count; i++)
+            CHECK_MSG(ids[i] != special.unk_id, "id %zu is unknown", i);
+        free(ids);
+        tokenizer_free(t);
+    }
+
+    /* the same text, seed and directory give the same model */
+    char *first = NULL, *second = NULL;
+    long first_size = 0, second_size = -1;
+    CHECK((first = read_file(path, &first_size)) != NULL);
+    CHECK_MSG(corpus_train_vocab(&options, &report, &err) == 0, "%s", err.message);
+    CHECK((second = read_file(path, &second_size)) != NULL);
+    CHECK_INT_EQ(first_size, second_size);
+    CHECK(first != NULL && second != NULL && first_size == second_size &&
+          memcmp(first, second, (size_t)first_size) == 0);
+    free(first);
+    free(second);
+    remove_tree(dir);
+}
+
+static void test_vocab_missing_spm_train(void)
+{
+    char dir[] = "/tmp/caem-vocab-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    write_vocab_corpus(dir, 5);
+    const char *saved = getenv("PATH");
+    char *path = saved != NULL ? strdup(saved) : NULL;
+    setenv("PATH", "/nonexistent", 1);
+    struct corpus_vocab_options options = { dir, 300, 1 };
+    struct corpus_vocab_report report;
+    struct caem_error err;
+    CHECK(corpus_train_vocab(&options, &report, &err) == -1);
+    if (path != NULL)
+        setenv("PATH", path, 1);
+    free(path);
+    CHECK_MSG(strstr(err.message, "spm_train not found") != NULL, "%s", err.message);
+    CHECK_MSG(strstr(err.message, "sentencepiece") != NULL, "%s", err.message);
+    CHECK_MSG(strstr(err.message, "tools/deps.sh") != NULL, "%s", err.message);
+    remove_tree(dir);
+}
+
+static void test_vocab_missing_split_named(void)
+{
+    if (system("command -v spm_train >/dev/null 2>&1") != 0)
+        SKIP("spm_train is not on the PATH (Debian package sentencepiece)");
+    char dir[] = "/tmp/caem-vocab-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    struct corpus_vocab_options options = { dir, 300, 1 };
+    struct corpus_vocab_report report;
+    struct caem_error err;
+    CHECK(corpus_train_vocab(&options, &report, &err) == -1);
+    CHECK_MSG(strstr(err.message, "summarization/train.jsonl") != NULL, "%s", err.message);
+    CHECK_MSG(strstr(err.message, dir) != NULL, "%s", err.message);
+
+    options.vocab_size = 10;
+    CHECK(corpus_train_vocab(&options, &report, &err) == -1);
+    CHECK_MSG(strstr(err.message, "invalid vocabulary size 10") != NULL, "%s", err.message);
+    remove_tree(dir);
+}
+
 int main(void)
 {
     TEST_SUITE("corpus");
@@ -383,8 +569,12 @@ int main(void)
     RUN_TEST(wordnet_adjective_marker);
     RUN_TEST(wordnet_malformed_lines);
     RUN_TEST(inflection_matcher_cases);
+    RUN_TEST(matcher_empty_lemma_word);
     RUN_TEST(split_stable_and_proportional);
     RUN_TEST(build_counts_malformed);
     RUN_TEST(build_real_sources);
+    RUN_TEST(vocab_trains_t5_layout);
+    RUN_TEST(vocab_missing_spm_train);
+    RUN_TEST(vocab_missing_split_named);
     TEST_MAIN_END();
 }

@@ -831,6 +831,118 @@ static void test_empty_file_gives_nothing(void)
     dataset_free(&ds);
 }
 
+/* ---- XSum .document / .summary pairs ---- */
+
+static void test_xsum_pairs_directory(void)
+{
+    const char *dir = temp_subdir("pairs");
+    CHECK(dir != NULL);
+    if (dir == NULL)
+        return;
+    temp_file("pairs/a.document", "Share this with\nEmail\n\nLine one.\r\n\n  Line two.  \n");
+    temp_file("pairs/a.summary", "The summary.\n");
+    temp_file("pairs/b.document", "A document whose summary is missing.\n");
+    temp_file("pairs/c.summary", "A summary whose document is missing.\n");
+    temp_file("pairs/d.document", "A document with an empty summary.\n");
+    temp_file("pairs/d.summary", " \n\n");
+    temp_file("pairs/notes.txt", "not part of a pair");
+
+    struct dataset ds;
+    struct dataset_report report;
+    struct caem_error err = { "" };
+    CHECK_MSG(dataset_load_xsum_pairs(&ds, dir, NULL, 0, &report, &err) == 0, "%s",
+              err.message);
+    CHECK_INT_EQ(ds.count, 1);
+    CHECK_INT_EQ(report.loaded, 1);
+    CHECK_INT_EQ(report.skipped, 3);
+    CHECK_INT_EQ(report.first_bad_record, 2);
+    CHECK_MSG(strstr(report.first_error, "pairs/b.summary is missing") != NULL, "%s",
+              report.first_error);
+    if (ds.count == 1) {
+        CHECK(strcmp(ds.examples[0].id, "a") == 0);
+        CHECK_MSG(strcmp(ds.examples[0].input, "Summarize: Line one.\n  Line two.") == 0,
+                  "%s", ds.examples[0].input);
+        CHECK(strcmp(ds.examples[0].target, "The summary.") == 0);
+        CHECK_INT_EQ(ds.examples[0].answer_count, 1);
+        CHECK(strcmp(ds.examples[0].answers[0], "The summary.") == 0);
+    }
+    dataset_free(&ds);
+
+    /* the reverse case and the empty summary are reported when they come first */
+    const char *const only_c[] = { "c" }, *const only_d[] = { "d" };
+    CHECK(dataset_load_xsum_pairs(&ds, dir, only_c, 1, &report, &err) == 0);
+    CHECK_INT_EQ(report.skipped, 1);
+    CHECK_MSG(strstr(report.first_error, "pairs/c.document is missing") != NULL, "%s",
+              report.first_error);
+    dataset_free(&ds);
+    CHECK(dataset_load_xsum_pairs(&ds, dir, only_d, 1, &report, &err) == 0);
+    CHECK_INT_EQ(report.skipped, 1);
+    CHECK_MSG(strstr(report.first_error, "pairs/d.summary is empty") != NULL, "%s",
+              report.first_error);
+    dataset_free(&ds);
+}
+
+static void test_xsum_pairs_id_list(void)
+{
+    const char *dir = temp_subdir("listed");
+    CHECK(dir != NULL);
+    if (dir == NULL)
+        return;
+    temp_file("listed/7.document", "Seven.\n");
+    temp_file("listed/7.summary", "S7.\n");
+    temp_file("listed/3.document", "Three.\n");
+    temp_file("listed/3.summary", "S3.\n");
+    temp_file("listed/9.document", "Not listed.\n");
+    temp_file("listed/9.summary", "S9.\n");
+
+    /* listed order is kept, and an id without files is a malformed record */
+    const char *const ids[] = { "7", "42", "3" };
+    struct dataset ds;
+    struct dataset_report report;
+    struct caem_error err = { "" };
+    CHECK_MSG(dataset_load_xsum_pairs(&ds, dir, ids, 3, &report, &err) == 0, "%s",
+              err.message);
+    CHECK_INT_EQ(ds.count, 2);
+    CHECK_INT_EQ(report.skipped, 1);
+    CHECK_INT_EQ(report.first_bad_record, 2);
+    CHECK_MSG(strstr(report.first_error, "listed/42.document is missing") != NULL, "%s",
+              report.first_error);
+    if (ds.count == 2) {
+        CHECK(strcmp(ds.examples[0].id, "7") == 0);
+        CHECK(strcmp(ds.examples[0].input, "Summarize: Seven.") == 0);
+        CHECK(strcmp(ds.examples[1].id, "3") == 0);
+        CHECK(strcmp(ds.examples[1].target, "S3.") == 0);
+    }
+    dataset_free(&ds);
+
+    /* an empty list loads nothing, even from a directory with pairs */
+    CHECK(dataset_load_xsum_pairs(&ds, dir, ids, 0, &report, &err) == 0);
+    CHECK_INT_EQ(ds.count, 0);
+    CHECK_INT_EQ(report.skipped, 0);
+    dataset_free(&ds);
+}
+
+static void test_xsum_pairs_unreadable_directory(void)
+{
+    const char *missing = "/nonexistent/caem-dataset/xsum";
+    struct dataset ds = { NULL, 5 };
+    struct dataset_report report;
+    struct caem_error err = { "" };
+    CHECK(dataset_load_xsum_pairs(&ds, missing, NULL, 0, &report, &err) == -1);
+    CHECK_MSG(strstr(err.message, missing) != NULL, "%s", err.message);
+    CHECK_MSG(strstr(err.message, "No such file or directory") != NULL, "%s", err.message);
+    CHECK(ds.examples == NULL);
+    CHECK_INT_EQ(ds.count, 0);
+
+    const char *file = temp_file("pairs-file.document", "a file, not a directory\n");
+    CHECK(file != NULL);
+    if (file == NULL)
+        return;
+    CHECK(dataset_load_xsum_pairs(&ds, file, NULL, 0, &report, &err) == -1);
+    CHECK_MSG(strstr(err.message, file) != NULL, "%s", err.message);
+    CHECK_MSG(strstr(err.message, "not a directory") != NULL, "%s", err.message);
+}
+
 int main(void)
 {
     TEST_SUITE("dataset");
@@ -849,6 +961,9 @@ int main(void)
     RUN_TEST(xsum_raw_directory);
     RUN_TEST(unreadable_path_is_error);
     RUN_TEST(empty_file_gives_nothing);
+    RUN_TEST(xsum_pairs_directory);
+    RUN_TEST(xsum_pairs_id_list);
+    RUN_TEST(xsum_pairs_unreadable_directory);
     temp_cleanup();
     TEST_MAIN_END();
 }

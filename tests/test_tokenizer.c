@@ -171,6 +171,8 @@ static const char *const hard_lines[] = {
     "a",
     " x ",
     "\xe2\x96\x81 already escaped \xe2\x96\x81\xe2\x96\x81",
+    /* not sentinel spellings, so encode must treat them as text */
+    "<extra_id_100> <extra_id_07> <extra_id_> <extra_id_5 extra_id_1> <EXTRA_ID_2>",
 };
 
 /* ---- the trained models ---- */
@@ -414,13 +416,16 @@ static void test_special_ids_t5_layout(void)
     CHECK_INT_EQ(s.eos_id, 1);
     CHECK_INT_EQ(s.unk_id, 2);
     CHECK_INT_EQ(s.bos_id, -1);
-    CHECK_INT_EQ(tokenizer_vocab_size(t), 2000);
+    CHECK_INT_EQ(tokenizer_piece_count(t), 2000);
+    CHECK_INT_EQ(tokenizer_vocab_size(t), 2000 + TOKENIZER_SENTINELS);
     CHECK(strcmp(tokenizer_piece(t, 0), "<pad>") == 0);
     CHECK(strcmp(tokenizer_piece(t, 1), "</s>") == 0);
     CHECK(strcmp(tokenizer_piece(t, 2), "<unk>") == 0);
     CHECK_INT_EQ(tokenizer_piece_type(t, 1), TOKENIZER_PIECE_CONTROL);
     CHECK_INT_EQ(tokenizer_piece_type(t, 2), TOKENIZER_PIECE_UNKNOWN);
-    CHECK(tokenizer_piece(t, 2000) == NULL);
+    CHECK(strcmp(tokenizer_piece(t, 2000), "<extra_id_99>") == 0);
+    CHECK(strcmp(tokenizer_piece(t, 2099), "<extra_id_0>") == 0);
+    CHECK(tokenizer_piece(t, 2100) == NULL);
     CHECK(tokenizer_piece(t, -1) == NULL);
     tokenizer_free(t);
 }
@@ -452,11 +457,12 @@ static void test_empty_and_blank_text(void)
         free(ids);
         free(text);
     }
-    int32_t bad = 2000;
+    int32_t bad[] = { 5, 2100 };
     char *text;
     size_t len;
-    CHECK(tokenizer_decode(t, &bad, 1, &text, &len, &err) == -1);
-    CHECK_MSG(strstr(err.message, "2000") != NULL, "%s", err.message);
+    CHECK(tokenizer_decode(t, bad, 2, &text, &len, &err) == -1);
+    CHECK_MSG(strstr(err.message, "token id 2100 at position 1") != NULL, "%s", err.message);
+    CHECK_MSG(strstr(err.message, "[0, 2100)") != NULL, "%s", err.message);
     tokenizer_free(t);
 }
 
@@ -646,6 +652,148 @@ static void test_trained_model_truncated(void)
     CHECK_MSG(strstr(err.message, "byte offset") != NULL, "%s", err.message);
 }
 
+/* ---- T5 sentinels ---- */
+
+static void test_sentinel_ids_after_pieces(void)
+{
+    struct pb b;
+    hand_model(&b, 1);
+    struct caem_error err;
+    struct tokenizer *t;
+    CHECK_MSG(tokenizer_load_buffer(&t, b.data, b.len, "hand.model", &err) == 0, "%s",
+              err.message);
+    if (t == NULL)
+        return;
+    /* the hand model has 7 pieces, so the sentinels are ids 7..106, <extra_id_0> last */
+    CHECK_INT_EQ(tokenizer_piece_count(t), 7);
+    CHECK_INT_EQ(tokenizer_vocab_size(t), 107);
+    CHECK_INT_EQ(tokenizer_sentinel_id(t, 0), 106);
+    CHECK_INT_EQ(tokenizer_sentinel_id(t, 1), 105);
+    CHECK_INT_EQ(tokenizer_sentinel_id(t, 99), 7);
+    CHECK_INT_EQ(tokenizer_sentinel_id(t, 100), -1);
+    CHECK_INT_EQ(tokenizer_sentinel_id(t, -1), -1);
+    CHECK_INT_EQ(tokenizer_sentinel_index(t, 106), 0);
+    CHECK_INT_EQ(tokenizer_sentinel_index(t, 7), 99);
+    CHECK_INT_EQ(tokenizer_sentinel_index(t, 6), -1);
+    CHECK_INT_EQ(tokenizer_sentinel_index(t, 107), -1);
+    for (int i = 0; i < TOKENIZER_SENTINELS; i++) {
+        char expected[32];
+        snprintf(expected, sizeof expected, "<extra_id_%d>", i);
+        int32_t id = tokenizer_sentinel_id(t, i);
+        CHECK_MSG(strcmp(tokenizer_piece(t, id), expected) == 0, "id %d is '%s'", id,
+                  tokenizer_piece(t, id));
+        CHECK_INT_EQ(tokenizer_piece_type(t, id), TOKENIZER_PIECE_SENTINEL);
+        CHECK_INT_EQ(tokenizer_sentinel_index(t, id), i);
+    }
+    CHECK(tokenizer_piece_score(t, 106) == 0.0f);
+    CHECK(tokenizer_piece(t, 107) == NULL);
+    CHECK_INT_EQ(tokenizer_piece_type(t, 107), -1);
+    CHECK_INT_EQ(tokenizer_piece_type(t, 6), TOKENIZER_PIECE_USER_DEFINED);
+    tokenizer_free(t);
+}
+
+static void test_sentinel_encode_decode_hand(void)
+{
+    struct pb b;
+    hand_model(&b, 1);
+    struct caem_error err;
+    struct tokenizer *t;
+    CHECK_MSG(tokenizer_load_buffer(&t, b.data, b.len, "hand.model", &err) == 0, "%s",
+              err.message);
+    if (t == NULL)
+        return;
+    struct {
+        const char *text;
+        int32_t ids[8];
+        size_t count;
+        const char *decoded;
+    } cases[] = {
+        /* "a" -> ▁a, then "b" alone -> ▁ b (there is no ▁b piece) */
+        { "a<extra_id_0>b", { 1, 106, 4, 3 }, 4, "a <extra_id_0> b" },
+        { "a <extra_id_0> b", { 1, 106, 4, 3 }, 4, "a <extra_id_0> b" },
+        { "<extra_id_99>", { 7 }, 1, "<extra_id_99>" },
+        { "<extra_id_1><extra_id_2>ab", { 105, 104, 1, 3 }, 4, "<extra_id_1> <extra_id_2> ab" },
+        { "  <extra_id_10>  ", { 96 }, 1, "<extra_id_10>" },
+        /* "<extra_id_100>" is not a sentinel but text: the "a" of "extra" is a
+         * piece, and each run of unknown characters around it is one id */
+        { "a<extra_id_100>", { 1, 0, 2, 0 }, 4, "a \xe2\x81\x87 a \xe2\x81\x87 " },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int32_t *ids;
+        size_t count;
+        CHECK(tokenizer_encode(t, cases[i].text, strlen(cases[i].text), &ids, &count, &err) == 0);
+        CHECK_MSG(count == cases[i].count, "'%s': %zu ids, expected %zu", cases[i].text, count,
+                  cases[i].count);
+        for (size_t k = 0; k < count && k < cases[i].count; k++)
+            CHECK_MSG(ids[k] == cases[i].ids[k], "'%s': id %zu is %d, expected %d",
+                      cases[i].text, k, ids[k], cases[i].ids[k]);
+        char *text;
+        size_t len;
+        CHECK(tokenizer_decode(t, ids, count, &text, &len, &err) == 0);
+        CHECK_MSG(strcmp(text, cases[i].decoded) == 0, "'%s' decodes to '%s', expected '%s'",
+                  cases[i].text, text, cases[i].decoded);
+        CHECK_INT_EQ(len, strlen(cases[i].decoded));
+        free(text);
+        free(ids);
+    }
+    tokenizer_free(t);
+}
+
+/* Text with sentinels encodes as the stretches between them, each alone, with
+ * the sentinel ids in between; decoding and encoding again gives the same ids. */
+static void test_sentinel_round_trip_trained(void)
+{
+    if (!trained)
+        SKIP("no trained model (see models_train)");
+    char model[128];
+    model_path(model, sizeof model, "plain");
+    struct caem_error err;
+    struct tokenizer *t;
+    CHECK_MSG(tokenizer_load(&t, model, &err) == 0, "%s", err.message);
+    if (t == NULL)
+        return;
+    const char *segments[] = { "Permission is hereby granted, ", " free of charge",
+                               " to any person. " };
+    const char text[] = "Permission is hereby granted, <extra_id_0> free of charge<extra_id_57>"
+                        " to any person. ";
+    const int sentinels[] = { 0, 57 };
+    int32_t expected[256];
+    size_t expected_count = 0;
+    for (size_t s = 0; s < 3; s++) {
+        int32_t *ids;
+        size_t count;
+        CHECK(tokenizer_encode(t, segments[s], strlen(segments[s]), &ids, &count, &err) == 0);
+        CHECK(count > 0);
+        for (size_t k = 0; k < count && expected_count < 250; k++)
+            expected[expected_count++] = ids[k];
+        if (s < 2)
+            expected[expected_count++] = tokenizer_sentinel_id(t, sentinels[s]);
+        free(ids);
+    }
+    int32_t *ids;
+    size_t count;
+    CHECK(tokenizer_encode(t, text, strlen(text), &ids, &count, &err) == 0);
+    CHECK_INT_EQ(count, expected_count);
+    for (size_t k = 0; k < count && k < expected_count; k++)
+        CHECK_MSG(ids[k] == expected[k], "id %zu is %d, expected %d", k, ids[k], expected[k]);
+    CHECK_INT_EQ(ids[count - 1] < tokenizer_piece_count(t), 1);
+
+    char *decoded;
+    size_t len;
+    CHECK(tokenizer_decode(t, ids, count, &decoded, &len, &err) == 0);
+    CHECK_MSG(strcmp(decoded, "Permission is hereby granted, <extra_id_0> free of charge "
+                              "<extra_id_57> to any person.") == 0, "decoded '%s'", decoded);
+    int32_t *again;
+    size_t again_count;
+    CHECK(tokenizer_encode(t, decoded, len, &again, &again_count, &err) == 0);
+    CHECK_INT_EQ(again_count, count);
+    CHECK(again_count == count && memcmp(again, ids, count * sizeof *ids) == 0);
+    free(again);
+    free(decoded);
+    free(ids);
+    tokenizer_free(t);
+}
+
 static void remove_tmp_dir(void)
 {
     if (tmp_dir[0] == '\0' || strncmp(tmp_dir, "/tmp/caem_tokenizer_", 20) != 0)
@@ -668,6 +816,9 @@ int main(void)
     RUN_TEST(special_ids_t5_layout);
     RUN_TEST(empty_and_blank_text);
     RUN_TEST(trained_model_truncated);
+    RUN_TEST(sentinel_ids_after_pieces);
+    RUN_TEST(sentinel_encode_decode_hand);
+    RUN_TEST(sentinel_round_trip_trained);
     if (test_total_failed == 0)
         remove_tmp_dir();
     TEST_MAIN_END();
