@@ -5,6 +5,7 @@
  * depends on a detail. */
 #include "tokenizer.h"
 
+#include <ctype.h>
 #include <float.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -584,6 +585,9 @@ static int pieces_init(struct tokenizer *t, struct caem_error *err)
     if (t->piece_count == 0)
         return caem_fail(err, "%s: the model has no pieces", t->name);
     t->unk_id = -1;
+    /* Initial values as sentencepiece's unigram model sets them. FLT_MIN is
+     * the smallest positive float, so with the usual negative scores the
+     * maximum stays near 0; user-defined pieces score from it. */
     t->min_score = FLT_MAX;
     t->max_score = FLT_MIN;
     for (int i = 0; i < 256; i++)
@@ -603,15 +607,17 @@ static int pieces_init(struct tokenizer *t, struct caem_error *err)
         if (p->type == TOKENIZER_PIECE_USER_DEFINED)
             t->has_user_defined = 1;
         if (p->type == TOKENIZER_PIECE_BYTE) {
-            unsigned value;
-            char tail;
             if (!t->byte_fallback)
                 return caem_fail(err, "%s: byte piece '%s' (id %d) in a model without "
                                  "byte_fallback", t->name, p->text, id);
-            if (p->len != 6 || sscanf(p->text, "<0x%2X%c", &value, &tail) != 2 || tail != '>')
+            /* exactly "<0x" two hex digits ">": sscanf's %X would accept a sign */
+            const char *s = p->text;
+            if (p->len != 6 || strncmp(s, "<0x", 3) != 0 || !isxdigit((unsigned char)s[3]) ||
+                !isxdigit((unsigned char)s[4]) || s[5] != '>')
                 return caem_fail(err, "%s: byte piece %d is '%s', expected <0xNN>", t->name, id,
                                  p->text);
-            t->byte_ids[value] = id;
+            char hex[3] = { s[3], s[4], '\0' };
+            t->byte_ids[strtoul(hex, NULL, 16)] = id;
         }
         int in_trie = p->type == TOKENIZER_PIECE_NORMAL ||
                       p->type == TOKENIZER_PIECE_USER_DEFINED ||

@@ -125,8 +125,9 @@ int wordnet_parse_line(const char *line, struct wordnet_synset *out, char *reaso
         return fail_line(out, reason, reason_size, "invalid synset type (expected n, v, a, s or r)");
     out->pos = token[0];
     long words;
+    /* w_cnt is two hex digits, so a larger count is malformed, not a huge allocation */
     if (next_token(&p, token, sizeof token) != 0 || parse_number(token, 16, &words) != 0 ||
-        words == 0)
+        words == 0 || words > 0xff)
         return fail_line(out, reason, reason_size, "invalid word count");
 
     /* word lex_id pairs */
@@ -188,6 +189,9 @@ static int match_with_suffix(const char *text, size_t n, const char *word, size_
  * end at a word boundary. Returns the matched length or 0. */
 static size_t match_word(const char *text, const char *word, size_t w)
 {
+    /* an empty word comes from a leading or doubled space in the lemma and matches nothing */
+    if (w == 0)
+        return 0;
     /* a lemma word may itself contain '-', '\'' or '.', so try it as written first */
     if (strncasecmp(text, word, w) == 0 && !is_word_byte((unsigned char)text[w]))
         return w;

@@ -154,6 +154,36 @@ static void test_inflection_matcher_cases(void)
     }
 }
 
+/* The word count is two hex digits in wndb(5). A longer one was once passed
+ * to calloc as it was, asking for terabytes. */
+static void test_wordnet_word_count_bounds(void)
+{
+    static const char *const lines[] = {
+        "00001740 29 v 10000000000 breathe 0 000 | gloss",
+        "00001740 29 v 100 breathe 0 000 | gloss",
+        "00001740 29 v 00 breathe 0 000 | gloss",
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+        struct wordnet_synset s;
+        char reason[128] = "";
+        CHECK_MSG(wordnet_parse_line(lines[i], &s, reason, sizeof reason) == -1, "line %zu",
+                  i);
+        CHECK_MSG(strstr(reason, "word count") != NULL, "line %zu: reason '%s'", i, reason);
+    }
+
+    /* ff, the largest count the format allows, is still read */
+    char line[4096];
+    int used = snprintf(line, sizeof line, "00001740 29 n ff");
+    for (int i = 0; i < 0xff; i++)
+        used += snprintf(line + used, sizeof line - (size_t)used, " w%d 0", i);
+    snprintf(line + used, sizeof line - (size_t)used, " 000 | gloss");
+    struct wordnet_synset s;
+    char reason[128] = "";
+    CHECK_MSG(wordnet_parse_line(line, &s, reason, sizeof reason) == 1, "reason '%s'", reason);
+    CHECK_INT_EQ(s.word_count, 0xff);
+    wordnet_synset_free(&s);
+}
+
 /* A lemma with a leading or doubled space has an empty word, which once made
  * the suffix matcher read the byte before the lemma. */
 static void test_matcher_empty_lemma_word(void)
@@ -570,6 +600,7 @@ int main(void)
     RUN_TEST(wordnet_malformed_lines);
     RUN_TEST(inflection_matcher_cases);
     RUN_TEST(matcher_empty_lemma_word);
+    RUN_TEST(wordnet_word_count_bounds);
     RUN_TEST(split_stable_and_proportional);
     RUN_TEST(build_counts_malformed);
     RUN_TEST(build_real_sources);

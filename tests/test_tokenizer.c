@@ -803,6 +803,24 @@ static void remove_tmp_dir(void)
     run_quiet(command);
 }
 
+/* Found by tests/fuzz/fuzz_model: a byte piece spelled "<0x-1>" passed a
+ * sscanf check and indexed the byte table out of bounds. */
+static void test_signed_byte_piece_rejected(void)
+{
+    const char *crashes[] = { "model-tokenizer611-index-oob.model",
+                              "model-tokenizer611-index-oob-2.model" };
+    const char *root = getenv("CAEM_ROOT");
+    for (int i = 0; i < 2; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/tests/fuzz/crashes/%s", root ? root : ".", crashes[i]);
+        struct tokenizer *t = NULL;
+        struct caem_error err;
+        CHECK(tokenizer_load(&t, path, &err) == -1);
+        CHECK(t == NULL);
+        CHECK_MSG(strstr(err.message, "expected <0xNN>") != NULL, "%s", err.message);
+    }
+}
+
 int main(void)
 {
     TEST_SUITE("tokenizer");
@@ -810,6 +828,7 @@ int main(void)
     RUN_TEST(not_unigram_rejected);
     RUN_TEST(wrong_wire_type_rejected);
     RUN_TEST(truncated_file_rejected);
+    RUN_TEST(signed_byte_piece_rejected);
     RUN_TEST(models_train);
     RUN_TEST(encode_matches_spm);
     RUN_TEST(byte_fallback_matches_spm);
