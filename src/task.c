@@ -198,7 +198,35 @@ void task_free(struct task *t)
     for (int k = 0; k < TASK_SPLIT_COUNT; k++)
         split_clear(&t->splits[k]);
     free(t->name);
+    free(t->prompt);
     memset(t, 0, sizeof *t);
+}
+
+int task_set_prompt(struct task *t, const char *prompt, struct caem_error *err)
+{
+    char *copy = NULL;
+    if (prompt != NULL) {
+        copy = strdup(prompt);
+        if (copy == NULL)
+            return caem_fail(err, "task %s: out of memory for the prompt", t->name);
+    }
+    free(t->prompt);
+    t->prompt = copy;
+    /* the cached ids were made with the old prompt */
+    for (int k = 0; k < TASK_SPLIT_COUNT; k++) {
+        task_tokens_free(&t->splits[k].tokens);
+        t->splits[k].tokenized = 0;
+    }
+    return 0;
+}
+
+const char *task_default_prompt(const char *name)
+{
+    if (strcmp(name, "summarization") == 0)
+        return "Summarize: ";
+    if (strcmp(name, "classification") == 0)
+        return "Classify: ";
+    return NULL;
 }
 
 void task_set_split(struct task *t, enum task_split_kind kind, struct dataset *data)
@@ -500,11 +528,25 @@ struct encoded_example {
     size_t input_length, target_length;
 };
 
-static int encode_example(const struct tokenizer *tokenizer, const struct example *ex,
-                          struct encoded_example *out, struct caem_error *err)
+static int encode_example(const struct tokenizer *tokenizer, const char *prompt,
+                          const struct example *ex, struct encoded_example *out,
+                          struct caem_error *err)
 {
-    if (tokenizer_encode(tokenizer, ex->input, strlen(ex->input), &out->input,
-                         &out->input_length, err) != 0)
+    const char *input = ex->input;
+    char *prompted = NULL;
+    if (prompt != NULL) {
+        size_t prompt_length = strlen(prompt), input_length = strlen(ex->input);
+        prompted = caem_malloc(prompt_length + input_length + 1, "a prompted input", err);
+        if (prompted == NULL)
+            return -1;
+        memcpy(prompted, prompt, prompt_length);
+        memcpy(prompted + prompt_length, ex->input, input_length + 1);
+        input = prompted;
+    }
+    int status = tokenizer_encode(tokenizer, input, strlen(input), &out->input,
+                                  &out->input_length, err);
+    free(prompted);
+    if (status != 0)
         return caem_fail_prefix(err, "input");
     if (tokenizer_encode(tokenizer, ex->target, strlen(ex->target), &out->target,
                          &out->target_length, err) != 0)
@@ -540,7 +582,7 @@ int task_tokenize_split(struct task *t, enum task_split_kind kind, struct caem_e
 #pragma omp parallel for schedule(dynamic, 64)
     for (long i = 0; i < count; i++) {
         struct caem_error example_error;
-        if (encode_example(t->tokenizer, &s->data.examples[i], &encoded[i],
+        if (encode_example(t->tokenizer, t->prompt, &s->data.examples[i], &encoded[i],
                            &example_error) != 0) {
 #pragma omp critical(task_tokenize_error)
             if (failed_example < 0 || i < failed_example) {

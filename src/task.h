@@ -99,6 +99,10 @@ struct task_split {
 /* A task. The tokenizer is borrowed and must outlive the task. */
 struct task {
     char *name;
+    /* Text put before every input when it is tokenized, such as "Classify: ";
+     * NULL for inputs that carry their prompt already (the paper's loaders
+     * and the QA task of the default corpus add theirs). */
+    char *prompt;
     enum task_metric metric;
     const struct tokenizer *tokenizer;
     int max_input_length;  /* ids, EOS included */
@@ -112,7 +116,15 @@ int task_init(struct task *t, const char *name, enum task_metric metric,
               const struct tokenizer *tokenizer, int max_input_length, int max_target_length,
               struct caem_error *err);
 
-/* Frees the splits and the name. Safe on a zeroed struct. */
+/* Sets the prompt put before every input (NULL for none). Drops the token
+ * caches of the splits, since their ids change. */
+int task_set_prompt(struct task *t, const char *prompt, struct caem_error *err);
+
+/* Returns the prompt of the default corpus's task `name` ("Summarize: " for
+ * summarization, "Classify: " for classification), or NULL. */
+const char *task_default_prompt(const char *name);
+
+/* Frees the splits, the name and the prompt. Safe on a zeroed struct. */
 void task_free(struct task *t);
 
 /* Moves the examples of *data into a split, leaving *data empty. The split's

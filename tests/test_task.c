@@ -767,6 +767,28 @@ static void test_tokenize_split_with_spm(void)
     CHECK_INT_EQ(b.decoder_length, MAX_TARGET);
     task_batches_end(&it);
 
+    /* a prompt goes before every input and replaces the cached ids */
+    CHECK(task_set_prompt(&task, "Classify: ", &err) == 0);
+    CHECK_INT_EQ(split->tokenized, 0);
+    CHECK_MSG(task_tokenize(&task, &err) == 0, "%s", err.message);
+    {
+        const struct example *ex = &split->data.examples[2];
+        char prompted[256];
+        snprintf(prompted, sizeof prompted, "Classify: %s", ex->input);
+        int32_t *ids;
+        size_t count;
+        CHECK(tokenizer_encode(tokenizer, prompted, strlen(prompted), &ids, &count, &err) == 0);
+        size_t kept = count < MAX_INPUT - 1 ? count : MAX_INPUT - 1;
+        CHECK_INT_EQ(task_tokens_input_length(&split->tokens, 2), kept + 1);
+        const int32_t *cached = split->tokens.input_ids + split->tokens.input_offsets[2];
+        CHECK(memcmp(cached, ids, kept * sizeof *ids) == 0);
+        CHECK_INT_EQ(cached[kept], EOS);
+        free(ids);
+    }
+    CHECK(strcmp(task_default_prompt("summarization"), "Summarize: ") == 0);
+    CHECK(strcmp(task_default_prompt("classification"), "Classify: ") == 0);
+    CHECK(task_default_prompt("qa") == NULL);
+
     /* setting the split again drops the cache */
     struct dataset empty = { NULL, 0 };
     task_set_split(&task, TASK_SPLIT_TRAIN, &empty);
