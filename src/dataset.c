@@ -233,6 +233,20 @@ static int text_is_blank(const char *s, size_t length)
 typedef int (*line_parser)(struct dataset_builder *b, char *line, size_t length,
                            char reason[REASON_MAX], struct caem_error *err);
 
+size_t dataset_trim_line(char *line, size_t length, int first_line)
+{
+    if (length > 0 && line[length - 1] == '\n')
+        length--;
+    if (length > 0 && line[length - 1] == '\r')
+        length--;
+    line[length] = '\0';
+    if (first_line && length >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0) {
+        length -= 3;
+        memmove(line, line + 3, length + 1);
+    }
+    return length;
+}
+
 static int load_lines(struct dataset *out, const char *path, struct dataset_report *report,
                       line_parser parse, struct caem_error *err)
 {
@@ -252,16 +266,7 @@ static int load_lines(struct dataset *out, const char *path, struct dataset_repo
         size_t length = (size_t)read_length;
         number++;
 
-        /* strip the line break (LF or CRLF) and, on the first line, a UTF-8 byte order mark */
-        if (length > 0 && line[length - 1] == '\n')
-            length--;
-        if (length > 0 && line[length - 1] == '\r')
-            length--;
-        line[length] = '\0';
-        if (number == 1 && length >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0) {
-            length -= 3;
-            memmove(line, line + 3, length + 1);
-        }
+        length = dataset_trim_line(line, length, number == 1);
 
         char reason[REASON_MAX];
         int result;

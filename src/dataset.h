@@ -95,6 +95,10 @@ int dataset_load_xsum_pairs(struct dataset *out, const char *dir, const char *co
                             struct caem_error *err);
 
 /* Frees every example and leaves ds empty. Safe on an empty dataset. */
+/* Strips the line break (LF or CRLF) from a line read by getline and, on the
+ * first line of a file, a UTF-8 byte order mark. Returns the new length. */
+size_t dataset_trim_line(char *line, size_t length, int first_line);
+
 void dataset_free(struct dataset *ds);
 
 #endif

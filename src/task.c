@@ -466,17 +466,8 @@ int task_load_jsonl(struct dataset *out, const char *path, struct dataset_report
         size_t length = (size_t)read_length;
         number++;
 
-        /* strip the line break (LF or CRLF) and, on the first line, a UTF-8 byte order mark */
-        if (length > 0 && line[length - 1] == '\n')
-            length--;
-        if (length > 0 && line[length - 1] == '\r')
-            length--;
-        line[length] = '\0';
+        length = dataset_trim_line(line, length, number == 1);
         const char *text = line;
-        if (number == 1 && length >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0) {
-            text += 3;
-            length -= 3;
-        }
 
         char reason[REASON_MAX];
         int result;

@@ -99,9 +99,9 @@ struct task_split {
 /* A task. The tokenizer is borrowed and must outlive the task. */
 struct task {
     char *name;
-    /* Text put before every input when it is tokenized, such as "Classify: ";
-     * NULL for inputs that carry their prompt already (the paper's loaders
-     * and the QA task of the default corpus add theirs). */
+    /* Text put before every input when it is tokenized, such as "Classify: ".
+     * NULL for inputs that carry their prompt already, as the AG News, SQuAD
+     * and XSum loaders and the default corpus's QA task write them. */
     char *prompt;
     enum task_metric metric;
     const struct tokenizer *tokenizer;

@@ -787,7 +787,8 @@ static void test_sentinel_round_trip_trained(void)
     size_t again_count;
     CHECK(tokenizer_encode(t, decoded, len, &again, &again_count, &err) == 0);
     CHECK_INT_EQ(again_count, count);
-    CHECK(again_count == count && memcmp(again, ids, count * sizeof *ids) == 0);
+    if (again_count == count)
+        CHECK(memcmp(again, ids, count * sizeof *ids) == 0);
     free(again);
     free(decoded);
     free(ids);
