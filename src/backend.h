@@ -179,6 +179,14 @@ struct backend {
     void (*balance_backward)(int batch, int tokens, int experts, const float *probs,
                              const double *dprob, float *dlogits);
 
+    /* Expert usage of one MoE layer over n tokens, for those whose mask (host,
+     * [n]) is not 0, or all when mask is NULL: kept_counts[expert[t]] or
+     * dropped_counts[expert[t]] by kept[t], and prob_sums[e] += probs[t, e].
+     * Host accumulators. */
+    void (*usage_accumulate)(int n, int experts, const float *probs, const int32_t *expert,
+                             const int32_t *kept, const int32_t *mask, int64_t *kept_counts,
+                             int64_t *dropped_counts, double *prob_sums);
+
     /* Cross-entropy over rows with labels (host) in [0, V) or -100 (ignored):
      * returns the sum of -log p[label] over counted rows and writes
      * dlogits = scale * (softmax - onehot) for counted rows, 0 for ignored. */

@@ -704,6 +704,23 @@ static void cpu_balance_accumulate(int batch, int tokens, int experts, const flo
         }
 }
 
+static void cpu_usage_accumulate(int n, int experts, const float *probs,
+                                 const int32_t *expert, const int32_t *kept,
+                                 const int32_t *mask, int64_t *kept_counts,
+                                 int64_t *dropped_counts, double *prob_sums)
+{
+    for (int t = 0; t < n; t++) {
+        if (mask != NULL && mask[t] == 0)
+            continue;
+        if (kept[t])
+            kept_counts[expert[t]]++;
+        else
+            dropped_counts[expert[t]]++;
+        for (int e = 0; e < experts; e++)
+            prob_sums[e] += probs[(size_t)t * experts + e];
+    }
+}
+
 static void cpu_balance_backward(int batch, int tokens, int experts, const float *probs,
                                  const double *dprob, float *dlogits)
 {
@@ -820,6 +837,7 @@ static const struct backend cpu_backend = {
     .router_pmax_backward = cpu_router_pmax_backward,
     .router_z_loss = cpu_router_z_loss,
     .balance_accumulate = cpu_balance_accumulate,
+    .usage_accumulate = cpu_usage_accumulate,
     .balance_backward = cpu_balance_backward,
     .cross_entropy = cpu_cross_entropy,
     .adamw = cpu_adamw,
