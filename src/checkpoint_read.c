@@ -842,6 +842,10 @@ static int load(const char *path, const struct backend *backend, int values,
 int checkpoint_load(const char *path, const struct backend *backend, struct checkpoint *out,
                     struct caem_error *err)
 {
+    if (backend == NULL) {
+        memset(out, 0, sizeof *out);
+        return caem_fail(err, "checkpoint %s: no backend to load the model on", path);
+    }
     return load(path, backend, 1, out, err);
 }
 
