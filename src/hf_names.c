@@ -1,6 +1,7 @@
 #include "hf_names.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Reads a canonical decimal integer (digits only, no sign, no leading zero
@@ -150,4 +151,103 @@ int hf_name_to_param(const struct model_config *cfg, const char *hf_name, char *
         break;
     }
     return caem_fail(err, "unknown tensor name '%s'", hf_name);
+}
+
+/* Reads "<prefix><digits>" at *text and advances past it. Returns the
+ * number, or -1 when there is none. */
+static int read_numbered(const char **text, const char *prefix)
+{
+    size_t len = strlen(prefix);
+    if (strncmp(*text, prefix, len) != 0)
+        return -1;
+    const char *p = *text + len;
+    if (*p < '0' || *p > '9')
+        return -1;
+    char *end;
+    long value = strtol(p, &end, 10);
+    if (value > 1000000)
+        return -1;
+    *text = end;
+    return (int)value;
+}
+
+/* Maps the part of an attention tensor name after "self_attention/" (cross
+ * 0) or "cross_attention/" (cross 1). */
+static int attention_leaf_to_hf(int cross, const char *rest, char *leaf, size_t size)
+{
+    const char *module = cross ? "EncDecAttention" : "SelfAttention";
+    if (strcmp(rest, "norm") == 0)
+        snprintf(leaf, size, "layer.%d.layer_norm.weight", cross);
+    else if (!cross && strcmp(rest, "relative_bias") == 0)
+        snprintf(leaf, size, "layer.0.SelfAttention.relative_attention_bias.weight");
+    else if (strlen(rest) == 1 && strchr("qkvo", rest[0]) != NULL)
+        snprintf(leaf, size, "layer.%d.%s.%c.weight", cross, module, rest[0]);
+    else
+        return -1;
+    return 0;
+}
+
+/* Maps the part of a block tensor name after "block_NN/". */
+static int block_leaf_to_hf(int decoder, const char *rest, char *leaf, size_t size)
+{
+    int ff_sub = decoder ? 2 : 1;
+    if (strncmp(rest, "self_attention/", 15) == 0)
+        return attention_leaf_to_hf(0, rest + 15, leaf, size);
+    if (decoder && strncmp(rest, "cross_attention/", 16) == 0)
+        return attention_leaf_to_hf(1, rest + 16, leaf, size);
+    if (strcmp(rest, "ff/norm") == 0 || strcmp(rest, "moe/norm") == 0) {
+        snprintf(leaf, size, "layer.%d.layer_norm.weight", ff_sub);
+        return 0;
+    }
+    if (strcmp(rest, "ff/wi") == 0 || strcmp(rest, "ff/wo") == 0) {
+        snprintf(leaf, size, "layer.%d.mlp.%s.weight", ff_sub, rest + 3);
+        return 0;
+    }
+    if (strcmp(rest, "moe/router") == 0) {
+        snprintf(leaf, size, "layer.%d.mlp.router.classifier.weight", ff_sub);
+        return 0;
+    }
+    const char *expert_rest = rest;
+    int expert = read_numbered(&expert_rest, "moe/expert_");
+    if (expert >= 0 && (strcmp(expert_rest, "/wi") == 0 || strcmp(expert_rest, "/wo") == 0)) {
+        snprintf(leaf, size, "layer.%d.mlp.experts.expert_%d.%s.weight", ff_sub, expert,
+                 expert_rest + 1);
+        return 0;
+    }
+    return -1;
+}
+
+int hf_name_from_param(const char *name, char *out, size_t out_size, struct caem_error *err)
+{
+    char hf[160];
+    int known = 0;
+    if (strcmp(name, "shared/embedding") == 0) {
+        snprintf(hf, sizeof hf, "shared.weight");
+        known = 1;
+    } else if (strcmp(name, "lm_head") == 0) {
+        snprintf(hf, sizeof hf, "lm_head.weight");
+        known = 1;
+    }
+    for (int decoder = 0; decoder < 2 && !known; decoder++) {
+        const char *stack = decoder ? "decoder" : "encoder";
+        size_t len = strlen(stack);
+        if (strncmp(name, stack, len) != 0 || name[len] != '/')
+            continue;
+        const char *rest = name + len + 1;
+        if (strcmp(rest, "final_norm") == 0) {
+            snprintf(hf, sizeof hf, "%s.final_layer_norm.weight", stack);
+            known = 1;
+            break;
+        }
+        int block = read_numbered(&rest, "block_");
+        char leaf[128];
+        if (block >= 0 && rest[0] == '/' && block_leaf_to_hf(decoder, rest + 1, leaf,
+                                                             sizeof leaf) == 0) {
+            snprintf(hf, sizeof hf, "%s.block.%d.%s", stack, block, leaf);
+            known = 1;
+        }
+    }
+    if (!known)
+        return caem_fail(err, "no Hugging Face name for tensor '%s'", name);
+    return copy_name(out, out_size, hf, name, err);
 }

@@ -10,6 +10,7 @@
 
 #include "adamw.h"
 #include "backend.h"
+#include "commands.h"
 #include "config.h"
 #include "corpus.h"
 #include "model.h"
@@ -65,8 +66,12 @@ static void print_usage(FILE *out)
             "                  directories (default " CORPUS_DEFAULT_LISTS " and\n"
             "                  " CORPUS_DEFAULT_WORDNET ")\n"
             "  devices         list the compute backends this build can use\n"
+            "  info CKPT.h5    print a checkpoint's config, size, state and expert usage\n"
+            "  import DIR OUT.h5\n"
+            "                  convert a Hugging Face Switch Transformers directory into a\n"
+            "                  checkpoint (caem info --help and caem import --help for more)\n"
             "\n"
-            "Options (before or after the command):\n"
+            "Options (before or after the command, except for info and import):\n"
             "  --device cpu|cuda  backend for the computation (default cpu)\n"
             "  --threads N        CPU threads for OpenBLAS and OpenMP (default: all cores)\n"
             "  --seed N           seed of initialization, dropout, jitter and data (default 1)\n"
@@ -75,7 +80,7 @@ static void print_usage(FILE *out)
             "  --version          the version\n"
             "\n"
             "This version has the model core only: the Lua REPL, the live screen, data\n"
-            "loading, checkpoints and the CAEM merge are not in it yet (see README.md).\n",
+            "loading and the CAEM merge are not in it yet (see README.md).\n",
             config_preset_names());
 }
 
@@ -340,6 +345,12 @@ int main(int argc, char **argv)
     threads_prefer_passive_wait(argv);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
+    /* These commands parse their own arguments, so they must come first. */
+    if (argc >= 2 && strcmp(argv[1], "info") == 0)
+        return command_info(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "import") == 0)
+        return command_import(argc - 1, argv + 1);
+
     struct options opt = { "cpu", 0, 1, 0, "tiny", 300, 16, 3e-3, NULL,
                            "build/data", CORPUS_DEFAULT_LISTS, CORPUS_DEFAULT_WORDNET, 0,
                            CORPUS_DEFAULT_VOCAB_SIZE, NULL };
@@ -451,6 +462,9 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *command = argv[optind];
+    if (strcmp(command, "info") == 0 || strcmp(command, "import") == 0)
+        return usage_error("the global options do not apply to %s, so put the command first, "
+                           "as in caem info CKPT.h5 or caem import DIR OUT.h5", command);
     if (optind + 1 < argc)
         return usage_error("unexpected argument '%s'", argv[optind + 1]);
     if (strcmp(command, "corpus") != 0 && opt.corpus_option != NULL)

@@ -478,6 +478,46 @@ static void test_bijection_wide(void)
     check_bijection(&cfg, "12 encoder blocks, 12 experts");
 }
 
+/* hf_name_from_param gives, for every tensor of a layout, the name that
+ * hf_name_to_param maps back to it. */
+static void check_inverse(const struct model_config *cfg, const char *label)
+{
+    struct param_layout layout;
+    struct caem_error err;
+    if (param_layout_build(&layout, cfg, &err) != 0) {
+        CHECK_MSG(0, "%s: %s", label, err.message);
+        return;
+    }
+    for (int i = 0; i < layout.count; i++) {
+        const char *name = layout.tensors[i].name;
+        char hf[160], back[PARAM_NAME_MAX] = "";
+        if (hf_name_from_param(name, hf, sizeof hf, &err) != 0) {
+            CHECK_MSG(0, "%s: %s", label, err.message);
+            continue;
+        }
+        CHECK_MSG(hf_name_to_param(cfg, hf, back, sizeof back, &err) == 0, "%s: %s: %s",
+                  label, hf, err.message);
+        CHECK_MSG(strcmp(back, name) == 0, "%s: %s -> %s -> %s", label, name, hf, back);
+    }
+    param_layout_free(&layout);
+}
+
+static void test_inverse_mapping(void)
+{
+    struct model_config tied = tiny_config(1), untied = tiny_config(0), wide = wide_config();
+    check_inverse(&tied, "tiny");
+    check_inverse(&untied, "tiny, untied");
+    check_inverse(&wide, "12 encoder blocks, 12 experts");
+
+    char hf[160];
+    struct caem_error err;
+    CHECK(hf_name_from_param("encoder/block_01/moe/expert_05/wi", hf, sizeof hf, &err) == 0);
+    CHECK(strcmp(hf, "encoder.block.1.layer.1.mlp.experts.expert_5.wi.weight") == 0);
+    CHECK(hf_name_from_param("decoder/block_00/cross_attention/relative_bias", hf, sizeof hf,
+                             &err) == -1);
+    CHECK(hf_name_from_param("encoder/block_x/ff/wi", hf, sizeof hf, &err) == -1);
+}
+
 int main(void)
 {
     TEST_SUITE("hf_names");
@@ -502,5 +542,6 @@ int main(void)
     RUN_TEST(bijection_tiny);
     RUN_TEST(bijection_untied);
     RUN_TEST(bijection_wide);
+    RUN_TEST(inverse_mapping);
     TEST_MAIN_END();
 }
