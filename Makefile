@@ -6,7 +6,8 @@
 #   make demo       build the corpus (make data), then run the main job
 #   make data       build the default corpus from Debian's own text into build/data,
 #                   with its SentencePiece vocabulary build/data/spm.model
-#   make bench      time a training step (beside the reference where installed)
+#   make bench      time a training step and generation (beside the reference where
+#                   installed)
 #   make clean      remove build outputs
 #
 # The first build installs missing Debian packages through tools/deps.sh.
@@ -130,8 +131,12 @@ $(BUILD)/bench/bench_step: bench/bench_step.c $(BUILD)/libcaem.a
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(OPT_CFLAGS) -o $@ $< $(BUILD)/libcaem.a $(LIBS)
 
-bench: all $(BUILD)/bench/bench_step
-	bench/run.sh $(BUILD)/bench/bench_step
+$(BUILD)/bench/bench_generate: bench/bench_generate.c $(BUILD)/libcaem.a
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(OPT_CFLAGS) -o $@ $< $(BUILD)/libcaem.a $(LIBS)
+
+bench: all $(BUILD)/bench/bench_step $(BUILD)/bench/bench_generate
+	bench/run.sh $(BUILD)/bench/bench_step $(BUILD)/bench/bench_generate
 
 clean:
 	rm -rf $(BUILD) caem

@@ -349,6 +349,16 @@ static void timed_attention_backward(const struct attention_shape *s, const floa
     profile_add(OP_ATTENTION_BACKWARD, start);
 }
 
+static void timed_attention_decode(const struct decode_attention_shape *s, const float *q,
+                                   const float *k, const float *v, const int32_t *entries,
+                                   const float *bias, const int32_t *key_mask, float *probs,
+                                   float *ctx)
+{
+    double start = seconds_now();
+    profile.base->attention_decode(s, q, k, v, entries, bias, key_mask, probs, ctx);
+    profile_add(OP_ATTENTION_FORWARD, start);
+}
+
 static void timed_route_top1(const struct route_shape *s, const float *logits,
                              int skipped_assigned, float *probs, int32_t *expert,
                              int32_t *kept, int32_t *assigned, float *pmax, int32_t *perm,
@@ -478,6 +488,7 @@ static struct backend profiled_backend(const struct backend *base, int vocab_siz
     t.position_bias_backward = timed_position_bias_backward;
     t.attention_forward = timed_attention_forward;
     t.attention_backward = timed_attention_backward;
+    t.attention_decode = timed_attention_decode;
     t.route_top1 = timed_route_top1;
     t.gather_rows = timed_gather_rows;
     t.scatter_add_rows = timed_scatter_add_rows;

@@ -42,6 +42,21 @@ struct attention_shape {
     int causal;
 };
 
+/* One attention call for incremental decoding: each of n queries, [n, H*K]
+ * with row stride ldq, attends to the first tk keys and values of one entry
+ * of a cache. Entry e's key j starts at k + e * entry_stride + j * ldkv, its
+ * value likewise from v. The context output is [n, H*K] with stride ldc. */
+struct decode_attention_shape {
+    int queries;
+    int tk;
+    int heads;
+    int d_kv;
+    int ldq;
+    int ldkv;
+    size_t entry_stride;
+    int ldc;
+};
+
 /* Top-1 routing of one MoE layer over B sequences of T tokens. */
 struct route_shape {
     int batch;
@@ -133,6 +148,17 @@ struct backend {
                                const float *dropped, const float *dctx, float *dq, float *dk,
                                float *dv, float *dbias, float *scratch,
                                const struct dropout_spec *drop);
+
+    /* Attention of one new query per sequence against cached keys and values,
+     * without 1/sqrt(K) scaling and without a causal mask (the cache holds
+     * only earlier positions). Query i reads cache entry entries[i] (host,
+     * [n]), or entry i when entries is NULL. bias is [H, tk] or NULL, shared
+     * by every query; key_mask is host [entries, tk] (0 = padding), row
+     * entries[i] for query i, or NULL. probs gets the weights, [n, H, tk]. */
+    void (*attention_decode)(const struct decode_attention_shape *s, const float *q,
+                             const float *k, const float *v, const int32_t *entries,
+                             const float *bias, const int32_t *key_mask, float *probs,
+                             float *ctx);
 
     /* Router: probs = softmax(logits) per token, expert = argmax (first on
      * ties), pmax = its probability, kept = 1 unless the token is beyond the

@@ -441,6 +441,35 @@ static void cpu_attention_forward(const struct attention_shape *s, const float *
     }
 }
 
+/* Each (query, head) pair is one task. The scores and the weighted sum are
+ * matrix-vector products. The softmax is attention_forward's, so the two
+ * differ only by the rounding of the products. */
+static void cpu_attention_decode(const struct decode_attention_shape *s, const float *q,
+                                 const float *k, const float *v, const int32_t *entries,
+                                 const float *bias, const int32_t *key_mask, float *probs,
+                                 float *ctx)
+{
+    int n = s->queries, H = s->heads, Tk = s->tk, K = s->d_kv;
+
+#pragma omp parallel for schedule(static) if ((size_t)n * H * Tk * K > PARALLEL_MIN_WORK)
+    for (int ih = 0; ih < n * H; ih++) {
+        int i = ih / H, h = ih % H;
+        size_t entry = entries != NULL ? (size_t)entries[i] : (size_t)i;
+        size_t base = entry * s->entry_stride + (size_t)h * K;
+        float *p = probs + (size_t)ih * Tk;
+
+        /* scores = K q, then bias, padding mask and softmax */
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, Tk, K, 1.0f, k + base, s->ldkv,
+                    q + (size_t)i * s->ldq + (size_t)h * K, 1, 0.0f, p, 1);
+        attention_softmax_row(p, bias != NULL ? bias + (size_t)h * Tk : NULL,
+                              key_mask != NULL ? key_mask + entry * Tk : NULL, Tk, Tk);
+
+        /* context = V^T weights */
+        cblas_sgemv(CblasRowMajor, CblasTrans, Tk, K, 1.0f, v + base, s->ldkv, p, 1, 0.0f,
+                    ctx + (size_t)i * s->ldc + (size_t)h * K, 1);
+    }
+}
+
 static void cpu_attention_backward(const struct attention_shape *s, const float *q,
                                    const float *k, const float *v, const float *probs,
                                    const float *dropped, const float *dctx, float *dq,
@@ -829,6 +858,7 @@ static const struct backend cpu_backend = {
     .position_bias_backward = cpu_position_bias_backward,
     .attention_forward = cpu_attention_forward,
     .attention_backward = cpu_attention_backward,
+    .attention_decode = cpu_attention_decode,
     .route_top1 = cpu_route_top1,
     .gather_rows = cpu_gather_rows,
     .scatter_add_rows = cpu_scatter_add_rows,

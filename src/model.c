@@ -531,6 +531,31 @@ int model_forward(struct model *m, const struct batch *b, struct model_losses *l
     return 0;
 }
 
+int model_encode(struct model *m, const int32_t *input_ids, const int32_t *attention_mask,
+                 int B, int Te, int rows_per_input, struct caem_error *err)
+{
+    int Td = rows_per_input > 0 ? rows_per_input : 1;
+    if (workspace_prepare(m, B, Te, Td, err) != 0)
+        return -1;
+    struct workspace *ws = m->ws;
+    size_t ne = (size_t)B * Te;
+    memcpy(ws->input_ids, input_ids, INTS(ne));
+    ws->has_mask = attention_mask != NULL;
+    if (ws->has_mask)
+        memcpy(ws->attention_mask, attention_mask, INTS(ne));
+    ws->has_labels = 0;
+    ws->backward_done = 0;
+    stack_forward(m, &ws->enc, &m->layout.encoder, 0, ws->input_ids,
+                  ws->has_mask ? ws->attention_mask : NULL, NULL, NULL);
+    return 0;
+}
+
+void model_release_workspace(struct model *m)
+{
+    workspace_free(m->ws, m->backend);
+    m->ws = NULL;
+}
+
 /* Backward through one stack, from the gradient of its output in dx. When
  * dencoder_out is not NULL (decoder), the cross-attention's gradient of the
  * encoder output accumulates there. */

@@ -12,10 +12,7 @@ static float dropout_scale(const struct dropout_spec *d)
     return d->p > 0.0f ? 1.0f / (1.0f - d->p) : 1.0f;
 }
 
-/* y [n, count * HK] (row stride ldy) = x [n, D] times the `count` weights
- * [HK, D] at offsets w[0..count); one GEMM when the weights are adjacent in
- * the parameter buffer, as q, k and v are unless padding separates them. */
-static void project_forward(struct model *m, int n, const float *x, const size_t *w, int count,
+void project_forward(struct model *m, int n, const float *x, const size_t *w, int count,
                             float *y, int ldy)
 {
     const struct backend *be = m->backend;

@@ -183,6 +183,95 @@ static void test_attention_dropout_gradients(void)
     attention_gradients(0, 4, 5, 0.3f);
 }
 
+/* One query per sequence against a cache: each position of a causal
+ * attention_forward, recomputed from a cache whose entries are longer than
+ * the sequence (entry stride beyond tk), must give that position's row. */
+static void test_attention_decode_matches_forward(void)
+{
+    int B = 2, H = 2, K = 3, HK = H * K, T = 5, P = 7;
+    struct attention_shape s = { B, T, T, H, K, HK, HK, HK, HK, 1 };
+    float *q = random_tensor((size_t)B * T * HK, 40, 1.0f);
+    float *k = random_tensor((size_t)B * T * HK, 41, 1.0f);
+    float *v = random_tensor((size_t)B * T * HK, 42, 1.0f);
+    float *bias = random_tensor((size_t)H * T * T, 43, 1.0f);
+    float *probs = calloc((size_t)B * H * T * T, sizeof(float));
+    float *ctx = calloc((size_t)B * T * HK, sizeof(float));
+    be->attention_forward(&s, q, k, v, bias, NULL, probs, NULL, ctx, NULL);
+
+    /* cache [B, P, 2 HK]: key then value of each position */
+    float *cache = calloc((size_t)B * P * 2 * HK, sizeof(float));
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float *at = cache + ((size_t)b * P + t) * 2 * HK;
+            memcpy(at, k + ((size_t)b * T + t) * HK, sizeof(float) * HK);
+            memcpy(at + HK, v + ((size_t)b * T + t) * HK, sizeof(float) * HK);
+        }
+    float *q_step = malloc(sizeof(float) * B * HK);
+    float *ctx_step = malloc(sizeof(float) * B * HK);
+    float *bias_step = malloc(sizeof(float) * H * T);
+    float *probs_step = malloc(sizeof(float) * B * H * T);
+    for (int t = 0; t < T; t++) {
+        for (int b = 0; b < B; b++)
+            memcpy(q_step + b * HK, q + ((size_t)b * T + t) * HK, sizeof(float) * HK);
+        for (int h = 0; h < H; h++)
+            memcpy(bias_step + h * (t + 1), bias + ((size_t)h * T + t) * T,
+                   sizeof(float) * (t + 1));
+        struct decode_attention_shape ds = { B, t + 1, H, K, HK, 2 * HK, (size_t)P * 2 * HK,
+                                             HK };
+        be->attention_decode(&ds, q_step, cache, cache + HK, NULL, bias_step, NULL, probs_step,
+                             ctx_step);
+        for (int b = 0; b < B; b++) {
+            for (int j = 0; j < HK; j++)
+                CHECK_NEAR(ctx_step[b * HK + j], ctx[((size_t)b * T + t) * HK + j], 1e-5);
+            for (int h = 0; h < H; h++)
+                for (int j = 0; j <= t; j++)
+                    CHECK_NEAR(probs_step[((size_t)b * H + h) * (t + 1) + j],
+                               probs[(((size_t)b * H + h) * T + t) * T + j], 1e-6);
+        }
+    }
+    free(q), free(k), free(v), free(bias), free(probs), free(ctx), free(cache);
+    free(q_step), free(ctx_step), free(bias_step), free(probs_step);
+}
+
+/* Queries that read cache entries through a table, with a padding mask per
+ * entry, against softmax attention computed in double. */
+static void test_attention_decode_entries_mask(void)
+{
+    int n = 3, H = 2, K = 2, HK = H * K, Tk = 4, entries_count = 2;
+    int32_t entries[3] = { 1, 0, 1 };
+    int32_t mask[8] = { 1, 1, 1, 1, 1, 1, 0, 0 }; /* entry 1 ends in two padding keys */
+    float *q = random_tensor((size_t)n * HK, 50, 1.0f);
+    float *kv = random_tensor((size_t)entries_count * Tk * 2 * HK, 51, 1.0f);
+    float probs[3 * 2 * 4], ctx[3 * 4];
+    struct decode_attention_shape ds = { n, Tk, H, K, HK, 2 * HK, (size_t)Tk * 2 * HK, HK };
+    be->attention_decode(&ds, q, kv, kv + HK, entries, NULL, mask, probs, ctx);
+    for (int i = 0; i < n; i++)
+        for (int h = 0; h < H; h++) {
+            const float *base = kv + (size_t)entries[i] * Tk * 2 * HK + h * K;
+            double w[4], max = -INFINITY, sum = 0.0;
+            for (int j = 0; j < Tk; j++) {
+                w[j] = 0.0;
+                for (int c = 0; c < K; c++)
+                    w[j] += (double)q[i * HK + h * K + c] * base[j * 2 * HK + c];
+                if (mask[entries[i] * Tk + j] == 0)
+                    w[j] = -INFINITY;
+                max = fmax(max, w[j]);
+            }
+            for (int j = 0; j < Tk; j++)
+                sum += w[j] = exp(w[j] - max);
+            for (int j = 0; j < Tk; j++)
+                CHECK_NEAR(probs[(i * H + h) * Tk + j], w[j] / sum, 1e-6);
+            for (int c = 0; c < K; c++) {
+                double expect = 0.0;
+                for (int j = 0; j < Tk; j++)
+                    expect += w[j] / sum * base[j * 2 * HK + HK + c];
+                CHECK_NEAR(ctx[i * HK + h * K + c], expect, 1e-5);
+            }
+        }
+    CHECK(probs[(0 * H + 0) * Tk + 3] == 0.0f); /* a padding key of entry 1 */
+    free(q), free(kv);
+}
+
 /* ---- router: top-1 with capacity, combine, router probability ---- */
 
 static void test_route_capacity_by_hand(void)
@@ -645,6 +734,8 @@ int main(void)
     RUN_TEST(attention_causal_gradients);
     RUN_TEST(attention_cross_gradients);
     RUN_TEST(attention_dropout_gradients);
+    RUN_TEST(attention_decode_matches_forward);
+    RUN_TEST(attention_decode_entries_mask);
     RUN_TEST(route_capacity_by_hand);
     RUN_TEST(moe_combine_parity_gradients);
     RUN_TEST(moe_combine_clean_gradients);
