@@ -2,9 +2,18 @@
  *
  * Each takes the arguments from the command name on (argv[0] is "info",
  * "import", ...), prints results on stdout and errors on stderr, and returns
- * the exit status: 0 on success, 1 on an error, 2 on a usage error. */
+ * the exit status: 0 on success, 1 on an error, 2 on a usage error. main.c
+ * takes the common options out of argv first, wherever they are. */
 #ifndef CAEM_COMMANDS_H
 #define CAEM_COMMANDS_H
+
+/* Options common to every command. */
+struct global_options {
+    const char *device; /* "cpu" or "cuda" */
+    int threads;        /* 0: the default */
+    unsigned long long seed;
+    int verbose;
+};
 
 /* caem info CKPT.h5: the config, size, optimizer and train state, root
  * attributes, history and expert usage per MoE layer of a checkpoint. */
@@ -13,5 +22,11 @@ int command_info(int argc, char **argv);
 /* caem import DIR OUT.h5: a Hugging Face Switch Transformers directory to a
  * checkpoint. */
 int command_import(int argc, char **argv);
+
+/* caem train: fine-tune a model on one task, evaluating it before and after. */
+int command_train(int argc, char **argv, const struct global_options *g);
+
+/* caem eval CKPT: evaluate a checkpoint on one split of a task. */
+int command_eval(int argc, char **argv, const struct global_options *g);
 
 #endif

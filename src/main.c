@@ -1,23 +1,17 @@
 /* caem: the command-line entry point. */
 #include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "adamw.h"
 #include "backend.h"
 #include "commands.h"
-#include "config.h"
 #include "corpus.h"
-#include "model.h"
-#include "rng.h"
 #include "threads.h"
 #include "tokenizer.h"
-#include "usage.h"
 #ifdef CAEM_HAVE_CUDA
 #include "cuda_device.h"
 #endif
@@ -29,12 +23,6 @@ struct options {
     int threads;
     unsigned long long seed;
     int verbose;
-    /* demo */
-    const char *preset;
-    long steps;
-    long batch;
-    double lr;
-    const char *demo_option; /* a demo option given, for the error with other commands */
     /* corpus */
     const char *out_dir;
     const char *lists_dir;
@@ -46,15 +34,9 @@ struct options {
 
 static void print_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: caem [OPTIONS] COMMAND [ARGS]\n"
+    fputs("usage: caem [OPTIONS] COMMAND [ARGS]\n"
             "\n"
             "Commands:\n"
-            "  demo [--preset NAME] [--steps N] [--batch N] [--lr X]\n"
-            "                  train a Switch Transformer to name the topic of synthetic\n"
-            "                  token sequences and print the loss and each MoE layer's\n"
-            "                  expert usage (preset tiny, 300 steps, batch 16, lr 3e-3 by\n"
-            "                  default; presets: %s)\n"
             "  corpus [--out DIR] [--max-examples N] [--lists DIR] [--wordnet DIR]\n"
             "         [--vocab-size N]\n"
             "                  build the default corpus (summarization, classification and\n"
@@ -65,13 +47,18 @@ static void print_usage(FILE *out)
             "                  N examples per task; --lists and --wordnet set the source\n"
             "                  directories (default " CORPUS_DEFAULT_LISTS " and\n"
             "                  " CORPUS_DEFAULT_WORDNET ")\n"
+            "  train [OPTIONS] fine-tune a model on one task of build/data, evaluate it\n"
+            "                  before and after, write a checkpoint (caem train --help)\n"
+            "  eval CKPT [OPTIONS]\n"
+            "                  evaluate a checkpoint on a task split: loss, the task's\n"
+            "                  metric, expert usage per layer (caem eval --help)\n"
             "  devices         list the compute backends this build can use\n"
             "  info CKPT.h5    print a checkpoint's config, size, state and expert usage\n"
             "  import DIR OUT.h5\n"
             "                  convert a Hugging Face Switch Transformers directory into a\n"
             "                  checkpoint (caem info --help and caem import --help for more)\n"
             "\n"
-            "Options (before or after the command, except for info and import):\n"
+            "Options (before or after the command):\n"
             "  --device cpu|cuda  backend for the computation (default cpu)\n"
             "  --threads N        CPU threads for OpenBLAS and OpenMP (default: all cores)\n"
             "  --seed N           seed of initialization, dropout, jitter and data (default 1)\n"
@@ -79,9 +66,8 @@ static void print_usage(FILE *out)
             "  --help             this text\n"
             "  --version          the version\n"
             "\n"
-            "This version has the model core only: the Lua REPL, the live screen, data\n"
-            "loading and the CAEM merge are not in it yet (see README.md).\n",
-            config_preset_names());
+            "This version has no Lua REPL, live screen or CAEM merge yet (see README.md).\n",
+          out);
 }
 
 static int parse_int(const char *text, const char *what, long min, long max, long *out)
@@ -118,149 +104,11 @@ static int cmd_devices(void)
     return 0;
 }
 
-/* Number of topics of the synthetic classification task. */
-#define DEMO_TOPICS 4
-
-/* A batch of the synthetic topic task: each input draws 80% of its tokens
- * from its topic's share of the vocabulary and the rest from anywhere; the
- * target is the topic's label token, then EOS. Inputs vary in length and are
- * padded with 0. Topic k's words are ids [2 + k w, 2 + (k + 1) w) with
- * w = (V - 2 - topics) / topics, and its label is id V - topics + k. */
-static void make_topic_batch(uint64_t seed, uint64_t index, int B, int T, int vocab,
-                             int32_t *input, int32_t *mask, int32_t *labels,
-                             int32_t *decoder_input)
-{
-    int width = (vocab - 2 - DEMO_TOPICS) / DEMO_TOPICS;
-    for (int b = 0; b < B; b++) {
-        uint64_t base = (index * (uint64_t)B + (uint64_t)b) * (uint64_t)(2 * T + 2);
-        int topic = (int)(rng_uniform(seed, base) * DEMO_TOPICS);
-        int len = T / 2 + (int)(rng_uniform(seed, base + 1) * (float)(T / 2));
-        if (len > T - 1)
-            len = T - 1;
-        for (int t = 0; t < T; t++) {
-            int32_t id = 0;
-            if (t < len) {
-                float u = rng_uniform(seed, base + 2 + 2 * t);
-                float v = rng_uniform(seed, base + 3 + 2 * t);
-                id = u < 0.8f ? 2 + topic * width + (int32_t)(v * width)
-                              : 2 + (int32_t)(v * (float)(width * DEMO_TOPICS));
-            } else if (t == len) {
-                id = 1;
-            }
-            input[b * T + t] = id;
-            mask[b * T + t] = t <= len;
-        }
-        labels[b * 2] = vocab - DEMO_TOPICS + topic;
-        labels[b * 2 + 1] = 1;
-        decoder_input[b * 2] = 0;
-        decoder_input[b * 2 + 1] = labels[b * 2];
-    }
-}
-
 static double seconds_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void print_usage_table(struct model *m)
-{
-    struct caem_error err;
-    for (int decoder = 0; decoder < 2; decoder++) {
-        const struct stack_offsets *s = decoder ? &m->layout.decoder : &m->layout.encoder;
-        for (int i = 0; i < s->layers; i++) {
-            if (!s->blocks[i].moe)
-                continue;
-            struct moe_routing r;
-            if (model_routing(m, decoder, i, &r, &err) != 0)
-                continue;
-            printf("%s block %d: normalized entropy %.3f, tokens per expert:",
-                   decoder ? "decoder" : "encoder", i,
-                   usage_normalized_entropy(r.kept_counts, r.experts));
-            for (int e = 0; e < r.experts; e++)
-                printf(" %lld", (long long)r.kept_counts[e]);
-            long long dropped = 0;
-            for (int e = 0; e < r.experts; e++)
-                dropped += r.dropped_counts[e];
-            printf(" (dropped %lld)\n", dropped);
-        }
-    }
-}
-
-static int cmd_demo(const struct options *opt)
-{
-    const char *preset = opt->preset;
-    long steps = opt->steps, batch = opt->batch;
-    double lr = opt->lr;
-
-    struct caem_error err;
-    const struct backend *be;
-    struct model_config cfg;
-    if (config_preset(&cfg, preset, &err) != 0) {
-        fprintf(stderr, "caem: invalid --preset: %s\n", err.message);
-        return 2;
-    }
-    if (backend_select(&be, opt->device, &err) != 0) {
-        fprintf(stderr, "caem: %s\n", err.message);
-        return 1;
-    }
-    struct model *m = NULL;
-    struct adamw *opt_state = NULL;
-    struct adamw_config ac = adamw_defaults();
-    ac.lr = (float)lr;
-    if (model_create(&m, &cfg, be, &err) != 0 || adamw_create(&opt_state, m, &ac, &err) != 0) {
-        fprintf(stderr, "caem demo: %s\n", err.message);
-        model_free(m);
-        return 1;
-    }
-    printf("model: preset %s, %zu parameters, %d MoE layers of %d experts, backend %s\n",
-           preset, m->layout.total,
-           config_moe_layer_count(&cfg, 0) + config_moe_layer_count(&cfg, 1), cfg.num_experts,
-           be->name);
-    model_init_params(m, opt->seed);
-    model_set_seed(m, opt->seed + 1);
-    m->training = 1;
-    printf("task: name the topic of a synthetic token sequence (%d topics), batch %ld, "
-           "%ld steps, lr %g\n", DEMO_TOPICS, batch, steps, (double)ac.lr);
-
-    int T = 16, B = (int)batch;
-    size_t n = (size_t)B * T;
-    int32_t *ids = malloc(sizeof(int32_t) * (n * 2 + (size_t)B * 4));
-    if (ids == NULL) {
-        fprintf(stderr, "caem demo: out of memory for the batch\n");
-        adamw_free(opt_state);
-        model_free(m);
-        return 1;
-    }
-    int32_t *mask = ids + n, *labels = ids + 2 * n, *dec = ids + 2 * n + 2 * B;
-    struct batch b = { B, T, 2, ids, mask, dec, labels };
-    struct model_losses losses;
-    int status = 0;
-    double start = seconds_now();
-    for (long step = 1; step <= steps; step++) {
-        make_topic_batch(opt->seed + 2, (uint64_t)step, B, T, cfg.vocab_size, ids, mask,
-                         labels, dec);
-        model_zero_grad(m);
-        if (model_forward(m, &b, &losses, &err) != 0 || model_backward(m, &err) != 0) {
-            fprintf(stderr, "caem demo: step %ld: %s\n", step, err.message);
-            status = 1;
-            break;
-        }
-        adamw_step(opt_state, m);
-        if (step == 1 || step % 20 == 0 || step == steps || opt->verbose)
-            printf("step %4ld  loss %.4f  cross-entropy %.4f  %.0f tokens/s\n", step,
-                   losses.total, losses.cross_entropy,
-                   (double)step * (n + 2 * B) / (seconds_now() - start));
-    }
-    if (status == 0) {
-        printf("expert usage in the last training batch (padding tokens included):\n");
-        print_usage_table(m);
-    }
-    free(ids);
-    adamw_free(opt_state);
-    model_free(m);
-    return status;
 }
 
 /* Makes sure apt's Translation-en index files exist: Debian's container
@@ -340,34 +188,115 @@ static int usage_error(const char *fmt, const char *value)
     return 2;
 }
 
+static int run_info(int argc, char **argv, const struct global_options *g)
+{
+    (void)g;
+    return command_info(argc, argv);
+}
+
+static int run_import(int argc, char **argv, const struct global_options *g)
+{
+    (void)g;
+    return command_import(argc, argv);
+}
+
+/* Commands that parse their own options. */
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv, const struct global_options *g);
+} own_parsers[] = {
+    { "train", command_train },
+    { "eval", command_eval },
+    { "info", run_info },
+    { "import", run_import },
+};
+
+/* Takes the common options (--device, --threads, --seed, --verbose, as
+ * "--name value" or "--name=value") out of argv, wherever they are, into g.
+ * Returns the new argc, or -1 after printing a usage error. */
+static int take_global_options(int argc, char **argv, struct global_options *g)
+{
+    static const char *const with_value[] = { "--device", "--threads", "--seed" };
+    int kept = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--") == 0) {
+            while (i < argc)
+                argv[kept++] = argv[i++];
+            break;
+        }
+        if (strcmp(arg, "--verbose") == 0) {
+            g->verbose = 1;
+            continue;
+        }
+        const char *value = NULL;
+        int matched = -1;
+        for (int k = 0; k < 3; k++) {
+            size_t n = strlen(with_value[k]);
+            if (strncmp(arg, with_value[k], n) == 0 && (arg[n] == '\0' || arg[n] == '=')) {
+                matched = k;
+                value = arg[n] == '=' ? arg + n + 1 : NULL;
+            }
+        }
+        if (matched < 0) {
+            argv[kept++] = argv[i];
+            continue;
+        }
+        if (value == NULL) {
+            if (i + 1 >= argc) {
+                usage_error("missing value for %s", with_value[matched]);
+                return -1;
+            }
+            value = argv[++i];
+        }
+        long v;
+        if (matched == 0) {
+            if (strcmp(value, "cpu") != 0 && strcmp(value, "cuda") != 0) {
+                usage_error("invalid --device '%s' (expected cpu or cuda)", value);
+                return -1;
+            }
+            g->device = value;
+        } else if (matched == 1) {
+            if (parse_int(value, "--threads", 1, 1024, &v) != 0)
+                return -1;
+            g->threads = (int)v;
+        } else {
+            if (parse_int(value, "--seed", 0, 2147483647L, &v) != 0)
+                return -1;
+            g->seed = (unsigned long long)v;
+        }
+    }
+    argv[kept] = NULL;
+    return kept;
+}
+
 int main(int argc, char **argv)
 {
     threads_prefer_passive_wait(argv);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
-    /* These commands parse their own arguments, so they must come first. */
-    if (argc >= 2 && strcmp(argv[1], "info") == 0)
-        return command_info(argc - 1, argv + 1);
-    if (argc >= 2 && strcmp(argv[1], "import") == 0)
-        return command_import(argc - 1, argv + 1);
+    struct global_options g = { "cpu", 0, 1, 0 };
+    argc = take_global_options(argc, argv, &g);
+    if (argc < 0)
+        return 2;
+    backend_cpu_set_threads(g.threads);
+    for (size_t i = 0; argc > 1 && i < sizeof own_parsers / sizeof own_parsers[0]; i++) {
+        if (strcmp(argv[1], own_parsers[i].name) != 0)
+            continue;
+        char name[64];
+        snprintf(name, sizeof name, "caem %s", own_parsers[i].name);
+        argv[1] = name;
+        return own_parsers[i].run(argc - 1, argv + 1, &g);
+    }
 
-    struct options opt = { "cpu", 0, 1, 0, "tiny", 300, 16, 3e-3, NULL,
+    struct options opt = { g.device, g.threads, g.seed, g.verbose,
                            "build/data", CORPUS_DEFAULT_LISTS, CORPUS_DEFAULT_WORDNET, 0,
                            CORPUS_DEFAULT_VOCAB_SIZE, NULL };
-    enum { OPT_DEVICE = 256, OPT_THREADS, OPT_SEED, OPT_VERBOSE, OPT_VERSION, OPT_PRESET,
-           OPT_STEPS, OPT_BATCH, OPT_LR, OPT_OUT, OPT_LISTS, OPT_WORDNET, OPT_MAX_EXAMPLES,
+    enum { OPT_VERSION = 256, OPT_OUT, OPT_LISTS, OPT_WORDNET, OPT_MAX_EXAMPLES,
            OPT_VOCAB_SIZE };
     static const struct option long_options[] = {
-        { "device", required_argument, NULL, OPT_DEVICE },
-        { "threads", required_argument, NULL, OPT_THREADS },
-        { "seed", required_argument, NULL, OPT_SEED },
-        { "verbose", no_argument, NULL, OPT_VERBOSE },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, OPT_VERSION },
-        { "preset", required_argument, NULL, OPT_PRESET },
-        { "steps", required_argument, NULL, OPT_STEPS },
-        { "batch", required_argument, NULL, OPT_BATCH },
-        { "lr", required_argument, NULL, OPT_LR },
         { "out", required_argument, NULL, OPT_OUT },
         { "lists", required_argument, NULL, OPT_LISTS },
         { "wordnet", required_argument, NULL, OPT_WORDNET },
@@ -376,57 +305,15 @@ int main(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     int c;
-    long value;
     opterr = 0; /* the errors below name the option in one line */
     while ((c = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
         switch (c) {
-        case OPT_DEVICE:
-            if (strcmp(optarg, "cpu") != 0 && strcmp(optarg, "cuda") != 0)
-                return usage_error("invalid --device '%s' (expected cpu or cuda)", optarg);
-            opt.device = optarg;
-            break;
-        case OPT_THREADS:
-            if (parse_int(optarg, "--threads", 1, 1024, &value) != 0)
-                return 2;
-            opt.threads = (int)value;
-            break;
-        case OPT_SEED:
-            if (parse_int(optarg, "--seed", 0, 2147483647L, &value) != 0)
-                return 2;
-            opt.seed = (unsigned long long)value;
-            break;
-        case OPT_VERBOSE:
-            opt.verbose = 1;
-            break;
         case 'h':
             print_usage(stdout);
             return 0;
         case OPT_VERSION:
             printf("caem %s\n", CAEM_VERSION);
             return 0;
-        case OPT_PRESET:
-            opt.preset = optarg;
-            opt.demo_option = "--preset";
-            break;
-        case OPT_STEPS:
-            if (parse_int(optarg, "--steps", 1, 1000000, &opt.steps) != 0)
-                return 2;
-            opt.demo_option = "--steps";
-            break;
-        case OPT_BATCH:
-            if (parse_int(optarg, "--batch", 1, 4096, &opt.batch) != 0)
-                return 2;
-            opt.demo_option = "--batch";
-            break;
-        case OPT_LR: {
-            char *end;
-            errno = 0;
-            opt.lr = strtod(optarg, &end);
-            if (errno != 0 || end == optarg || *end != '\0' || !(opt.lr > 0.0 && opt.lr < 1.0))
-                return usage_error("invalid --lr '%s' (expected a number in (0, 1))", optarg);
-            opt.demo_option = "--lr";
-            break;
-        }
         case OPT_OUT:
             opt.out_dir = optarg;
             opt.corpus_option = "--out";
@@ -456,23 +343,15 @@ int main(int argc, char **argv)
             return usage_error("unknown option '%s'", argv[optind - 1]);
         }
     }
-    backend_cpu_set_threads(opt.threads);
     if (optind >= argc) {
         print_usage(stderr);
         return 2;
     }
     const char *command = argv[optind];
-    if (strcmp(command, "info") == 0 || strcmp(command, "import") == 0)
-        return usage_error("the global options do not apply to %s, so put the command first, "
-                           "as in caem info CKPT.h5 or caem import DIR OUT.h5", command);
     if (optind + 1 < argc)
         return usage_error("unexpected argument '%s'", argv[optind + 1]);
     if (strcmp(command, "corpus") != 0 && opt.corpus_option != NULL)
         return usage_error("%s applies to the corpus command only", opt.corpus_option);
-    if (strcmp(command, "demo") == 0)
-        return cmd_demo(&opt);
-    if (opt.demo_option != NULL)
-        return usage_error("%s applies to the demo command only", opt.demo_option);
     if (strcmp(command, "corpus") == 0)
         return cmd_corpus(&opt);
     if (strcmp(command, "devices") == 0)

@@ -1,0 +1,63 @@
+/* Evaluation of a model on one split of a task: the teacher-forced loss,
+ * generated outputs scored by the task's metric, and the expert usage.
+ *
+ * The inputs are generated from in stored order, B at a time, with the
+ * encoder run once per batch. Generated ids are decoded with the task's
+ * tokenizer after dropping EOS, padding, and ids past the tokenizer's
+ * vocabulary (a model's vocabulary may be padded beyond it, as T5's 32128
+ * rows are beyond its tokenizer's 32100 ids). */
+#ifndef CAEM_EVALUATE_H
+#define CAEM_EVALUATE_H
+
+#include "error.h"
+#include "generate.h"
+#include "metrics.h"
+#include "model.h"
+#include "task.h"
+#include "usage.h"
+
+struct evaluate_options {
+    enum task_split_kind split;
+    long limit;            /* examples from the start of the split; 0 for all */
+    int batch_size;        /* B */
+    struct generate_options generation;
+    int generate;          /* 0: the loss and the usage only, nothing generated */
+    /* What the decoder reads while its usage is counted: the gold targets
+     * (teacher forcing) or its own outputs during generation. */
+    enum usage_decoder_source usage_source;
+    int count_padding;
+};
+
+/* The validation split, every example, B 16, generate_paper_options(),
+ * decoder usage with teacher forcing, padding not counted. */
+struct evaluate_options evaluate_defaults(void);
+
+struct evaluation {
+    enum task_metric metric;
+    enum task_split_kind split;
+    long examples;
+    int figure_count;
+    const char *figure_names[METRIC_VALUES_MAX]; /* static strings */
+    double figures[METRIC_VALUES_MAX];           /* on the 0-100 scale */
+    double primary;      /* the figure Overall Performance uses */
+    const char *primary_name;
+    double loss;         /* teacher-forced cross-entropy per label token */
+    struct usage_table usage;
+    char **predictions;  /* [examples] decoded outputs; NULL when nothing was generated */
+    double seconds;      /* wall time of the evaluation */
+};
+
+/* Evaluates m on the split, which must be tokenized. The model is left in
+ * the mode it was in. */
+int evaluate_task(struct model *m, const struct task *task, const struct evaluate_options *o,
+                  struct evaluation *out, struct caem_error *err);
+
+void evaluation_free(struct evaluation *e);
+
+/* Appends one row per figure, and one for the loss, to the results files
+ * PREFIX.csv and PREFIX.jsonl (results.h). */
+int evaluation_append_results(const char *prefix, const char *model_name,
+                              const struct task *task, long step,
+                              const struct evaluation *e, struct caem_error *err);
+
+#endif
