@@ -1,8 +1,8 @@
 /* Evaluation of a model on one split of a task: the teacher-forced loss,
  * generated outputs scored by the task's metric, and the expert usage.
  *
- * The inputs are generated from in stored order, B at a time, with the
- * encoder run once per batch. Generated ids are decoded with the task's
+ * Examples are taken in stored order, B at a time, and the encoder runs
+ * once per batch. Generated ids are decoded with the task's
  * tokenizer after dropping EOS, padding, and ids past the tokenizer's
  * vocabulary (a model's vocabulary may be padded beyond it, as T5's 32128
  * rows are beyond its tokenizer's 32100 ids). */
@@ -22,7 +22,7 @@ struct evaluate_options {
     int batch_size;        /* B */
     struct generate_options generation;
     int generate;          /* 0: the loss and the usage only, nothing generated */
-    /* What the decoder reads while its usage is counted: the gold targets
+    /* Input of the decoder while its usage is counted: the gold targets
      * (teacher forcing) or its own outputs during generation. */
     enum usage_decoder_source usage_source;
     int count_padding;

@@ -35,7 +35,9 @@ struct trainer {
     double last_finite_loss;
     long last_finite_step;
     long tokens;
-    double started, busy; /* seconds: creation time, time spent in steps */
+    double started; /* seconds: creation time */
+    double busy;    /* seconds in forward, backward and update, for tokens/s */
+    double wall;    /* seconds in trainer_step, validation included, for the ETA */
     long timed_steps;
 
     pthread_mutex_t lock; /* guards what trainer_snapshot reads */
@@ -313,7 +315,12 @@ int trainer_step(struct trainer *t, struct caem_error *err)
         if (trainer_validate(t, &r.validation, err) != 0)
             return -1;
     }
-    return history_append(t, &r, err);
+    /* the snapshot reads the history, which may move when it grows */
+    pthread_mutex_lock(&t->lock);
+    t->wall += seconds_now() - start;
+    int status = history_append(t, &r, err);
+    pthread_mutex_unlock(&t->lock);
+    return status;
 }
 
 int trainer_validate(struct trainer *t, double *loss, struct caem_error *err)
@@ -451,7 +458,7 @@ void trainer_snapshot(struct trainer *t, struct train_snapshot *s)
     s->tokens = t->tokens;
     s->tokens_per_second = t->busy > 0.0 ? t->tokens / t->busy : 0.0;
     long remaining = t->options.steps - t->step;
-    s->eta = t->timed_steps > 0 && remaining > 0 ? remaining * (t->busy / t->timed_steps) : 0.0;
+    s->eta = t->timed_steps > 0 && remaining > 0 ? remaining * (t->wall / t->timed_steps) : 0.0;
     usage_table_copy(&s->usage, &t->usage, &ignored);
     usage_table_copy(&s->window, &t->last_window, &ignored);
     snprintf(s->message, sizeof s->message, "%s", t->message);

@@ -84,7 +84,8 @@ struct train_snapshot {
     double last_finite_loss;   /* NaN before the first step */
     long tokens;               /* real tokens (inputs and labels) trained on */
     double tokens_per_second;  /* over the steps of this process */
-    double eta;                /* seconds to options.steps at that rate */
+    double eta;                /* seconds to options.steps at the mean time per step so far,
+                                * validation passes included */
     struct usage_table usage;  /* train-split usage since the run started */
     struct usage_table window; /* the last completed window of `window` steps */
     char message[CAEM_ERROR_MAX]; /* why the run failed */
