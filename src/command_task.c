@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "commands.h"
+
 void run_options_defaults(struct run_options *o)
 {
     memset(o, 0, sizeof *o);
@@ -86,7 +88,7 @@ static const char eval_help[] =
     "                        /router_usage/TASK/SPLIT (the file is rewritten atomically)\n"
     "  --help                this text\n";
 
-static int parse_long(const char *text, const char *what, long min, long max, long *out)
+int command_parse_long(const char *text, const char *what, long min, long max, long *out)
 {
     char *end;
     errno = 0;
@@ -193,47 +195,48 @@ int parse_run_options(int argc, char **argv, int eval, struct run_options *o)
             break;
         }
         case OPT_STEPS:
-            if (parse_long(optarg, "--steps", 0, 100000000L, &o->steps) != 0)
+            if (command_parse_long(optarg, "--steps", 0, 100000000L, &o->steps) != 0)
                 return 2;
             break;
         case OPT_BATCH:
-            if (parse_long(optarg, "--batch", 1, 65536, &v) != 0)
+            if (command_parse_long(optarg, "--batch", 1, 65536, &v) != 0)
                 return 2;
             o->batch = o->eval_batch = v;
             break;
         case OPT_ACCUMULATION:
-            if (parse_long(optarg, "--accumulation", 1, 65536, &o->accumulation) != 0)
+            if (command_parse_long(optarg, "--accumulation", 1, 65536, &o->accumulation) != 0)
                 return 2;
             break;
         case OPT_MAX_INPUT:
-            if (parse_long(optarg, "--max-input", 2, 65536, &o->max_input) != 0)
+            if (command_parse_long(optarg, "--max-input", 2, 65536, &o->max_input) != 0)
                 return 2;
             break;
         case OPT_MAX_TARGET:
-            if (parse_long(optarg, "--max-target", 2, 65536, &o->max_target) != 0)
+            if (command_parse_long(optarg, "--max-target", 2, 65536, &o->max_target) != 0)
                 return 2;
             break;
         case OPT_VALIDATE_EVERY:
-            if (parse_long(optarg, "--validate-every", 0, 100000000L, &o->validate_every) != 0)
+            if (command_parse_long(optarg, "--validate-every", 0, 100000000L,
+                                   &o->validate_every) != 0)
                 return 2;
             break;
         case OPT_CHECKPOINT_EVERY:
-            if (parse_long(optarg, "--checkpoint-every", 1, 100000000L,
+            if (command_parse_long(optarg, "--checkpoint-every", 1, 100000000L,
                            &o->checkpoint_every) != 0)
                 return 2;
             break;
         case OPT_EVAL_LIMIT:
         case OPT_LIMIT:
-            if (parse_long(optarg, c == OPT_LIMIT ? "--limit" : "--eval-limit", 0,
+            if (command_parse_long(optarg, c == OPT_LIMIT ? "--limit" : "--eval-limit", 0,
                            1000000000L, &o->eval_limit) != 0)
                 return 2;
             break;
         case OPT_BEAMS:
-            if (parse_long(optarg, "--beams", 1, 64, &o->beams) != 0)
+            if (command_parse_long(optarg, "--beams", 1, 64, &o->beams) != 0)
                 return 2;
             break;
         case OPT_MAX_LENGTH:
-            if (parse_long(optarg, "--max-length", 2, 65536, &o->max_length) != 0)
+            if (command_parse_long(optarg, "--max-length", 2, 65536, &o->max_length) != 0)
                 return 2;
             break;
         case 'h':

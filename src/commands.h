@@ -15,6 +15,10 @@ struct global_options {
     int verbose;
 };
 
+/* Parses a decimal integer in [min, max] for the option named `what`. On
+ * failure prints "caem: invalid WHAT ..." on stderr and returns -1. */
+int command_parse_long(const char *text, const char *what, long min, long max, long *out);
+
 /* caem info CKPT.h5: the config, size, optimizer and train state, root
  * attributes, history and expert usage per MoE layer of a checkpoint. */
 int command_info(int argc, char **argv);

@@ -55,11 +55,9 @@ static int decode_output(const struct tokenizer *tok, const int32_t *ids, int le
     return rc;
 }
 
-/* Teacher-forced loss over the first `limit` examples, with the usage when
- * `usage` is not NULL. */
-static int evaluate_loss(struct model *m, const struct task_tokens *tokens, long limit,
-                         int batch_size, struct usage_table *usage, double *loss,
-                         struct caem_error *err)
+int evaluate_loss(struct model *m, const struct task_tokens *tokens, long limit,
+                  int batch_size, struct usage_table *usage, double *loss,
+                  struct caem_error *err)
 {
     struct task_batches it;
     if (task_batches_begin(&it, tokens, batch_size, TASK_BATCHES_SEQUENTIAL, 0, 0, err) != 0)

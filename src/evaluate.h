@@ -47,6 +47,13 @@ struct evaluation {
     double seconds;      /* wall time of the evaluation */
 };
 
+/* Mean cross-entropy per label token, with teacher forcing, over the first
+ * `limit` sequences of tokens in batches of batch_size, in the model's
+ * current mode. Adds the routing to `usage` when it is not NULL. */
+int evaluate_loss(struct model *m, const struct task_tokens *tokens, long limit,
+                  int batch_size, struct usage_table *usage, double *loss,
+                  struct caem_error *err);
+
 /* Evaluates m on the split, which must be tokenized. The model is left in
  * the mode it was in. */
 int evaluate_task(struct model *m, const struct task *task, const struct evaluate_options *o,

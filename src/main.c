@@ -70,20 +70,6 @@ static void print_usage(FILE *out)
           out);
 }
 
-static int parse_int(const char *text, const char *what, long min, long max, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno != 0 || *end != '\0' || end == text || v < min || v > max) {
-        fprintf(stderr, "caem: invalid %s '%s' (expected an integer in [%ld, %ld])\n", what,
-                text, min, max);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 static int cmd_devices(void)
 {
     printf("cpu: available (OpenBLAS and OpenMP)\n");
@@ -257,11 +243,11 @@ static int take_global_options(int argc, char **argv, struct global_options *g)
             }
             g->device = value;
         } else if (matched == 1) {
-            if (parse_int(value, "--threads", 1, 1024, &v) != 0)
+            if (command_parse_long(value, "--threads", 1, 1024, &v) != 0)
                 return -1;
             g->threads = (int)v;
         } else {
-            if (parse_int(value, "--seed", 0, 2147483647L, &v) != 0)
+            if (command_parse_long(value, "--seed", 0, 2147483647L, &v) != 0)
                 return -1;
             g->seed = (unsigned long long)v;
         }
@@ -327,13 +313,14 @@ int main(int argc, char **argv)
             opt.corpus_option = "--wordnet";
             break;
         case OPT_MAX_EXAMPLES:
-            if (parse_int(optarg, "--max-examples", 1, 1000000000L, &opt.max_examples) != 0)
+            if (command_parse_long(optarg, "--max-examples", 1, 1000000000L,
+                                   &opt.max_examples) != 0)
                 return 2;
             opt.corpus_option = "--max-examples";
             break;
         case OPT_VOCAB_SIZE:
-            if (parse_int(optarg, "--vocab-size", CORPUS_VOCAB_MIN, CORPUS_VOCAB_MAX,
-                          &opt.vocab_size) != 0)
+            if (command_parse_long(optarg, "--vocab-size", CORPUS_VOCAB_MIN, CORPUS_VOCAB_MAX,
+                                   &opt.vocab_size) != 0)
                 return 2;
             opt.corpus_option = "--vocab-size";
             break;

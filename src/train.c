@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "evaluate.h"
+
 struct trainer {
     struct model *model;
     const struct task *task;
@@ -333,38 +335,16 @@ int trainer_validate(struct trainer *t, double *loss, struct caem_error *err)
     long limit = t->options.validation_examples;
     if (limit <= 0 || limit > split->tokens.count)
         limit = split->tokens.count;
-    struct task_batches it;
-    if (task_batches_begin(&it, &split->tokens, t->options.batch_size, TASK_BATCHES_SEQUENTIAL,
-                           0, 0, err) != 0)
-        return -1;
-
     /* Eval mode draws nothing from the random stream, so validation leaves
      * the training run's dropout and jitter as they would be without it. */
     int training = m->training;
     m->training = 0;
     usage_table_clear(&t->validation_usage);
-    double sum = 0.0;
-    long labels = 0, seen = 0;
-    struct batch b;
-    int rc = 0;
-    while (seen < limit && task_batches_next(&it, &b)) {
-        if (seen + b.batch_size > limit)
-            b.batch_size = (int)(limit - seen);
-        struct model_losses losses;
-        if (model_forward(m, &b, &losses, err) != 0 ||
-            usage_table_collect(&t->validation_usage, m, &b, err) != 0) {
-            rc = -1;
-            break;
-        }
-        sum += losses.cross_entropy * (double)losses.label_tokens;
-        labels += losses.label_tokens;
-        seen += b.batch_size;
-    }
-    task_batches_end(&it);
+    int rc = evaluate_loss(m, &split->tokens, limit, t->options.batch_size,
+                           &t->validation_usage, loss, err);
     m->training = training;
     if (rc != 0)
         return -1;
-    *loss = labels > 0 ? sum / (double)labels : NAN;
     pthread_mutex_lock(&t->lock);
     t->validation_loss = *loss;
     t->validation_step = t->step;
