@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -546,6 +547,10 @@ static int save_to(const char *path, const char *temp, const struct checkpoint *
         return -1;
     if (sync_path(temp, 0, err) != 0)
         return -1;
+    /* a replaced checkpoint keeps its permissions */
+    struct stat existing;
+    if (stat(path, &existing) == 0 && chmod(temp, existing.st_mode & 07777) != 0)
+        return caem_fail(err, "cannot set the permissions of %s: %s", temp, strerror(errno));
     if (rename(temp, path) != 0)
         return caem_fail(err, "cannot rename %s to %s: %s", temp, path, strerror(errno));
     char directory[4096];

@@ -62,7 +62,8 @@ static int parse_paths(int argc, char **argv, int count, void (*usage)(FILE *),
         paths[found++] = argv[i];
     }
     if (found < count) {
-        usage(stderr);
+        fprintf(stderr, "caem %s: expected %d path%s, got %d (see caem %s --help)\n", argv[0],
+                count, count == 1 ? "" : "s", found, argv[0]);
         return 2;
     }
     return -1;

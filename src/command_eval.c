@@ -8,17 +8,22 @@
 #include "checkpoint.h"
 #include "command_task.h"
 #include "commands.h"
+#include "results.h"
 
 /* Rewrites the checkpoint with the evaluation's usage added (or replacing a
  * record of the same task and split). */
 static int record_usage(const char *path, struct checkpoint *ck, const char *task,
-                        const char *split, const struct usage_table *usage,
+                        const char *split, const struct usage_table *usage, long *replaced,
                         struct caem_error *err)
 {
     int at = ck->usage_count;
+    *replaced = -1;
     for (int i = 0; i < ck->usage_count; i++)
-        if (strcmp(ck->usage[i].task, task) == 0 && strcmp(ck->usage[i].split, split) == 0)
+        if (strcmp(ck->usage[i].task, task) == 0 && strcmp(ck->usage[i].split, split) == 0) {
             at = i;
+            if (usage_table_rows(&ck->usage[i].table) > 0)
+                *replaced = (long)ck->usage[i].table.tokens[0];
+        }
     struct checkpoint_usage *records = malloc(sizeof *records * (size_t)(ck->usage_count + 1));
     if (records == NULL)
         return caem_fail(err, "out of memory for the usage records");
@@ -32,6 +37,26 @@ static int record_usage(const char *path, struct checkpoint *ck, const char *tas
     int status = checkpoint_save(path, &copy, err);
     free(records);
     return status;
+}
+
+/* Takes the task and the sequence lengths the checkpoint was trained with,
+ * unless the command line gives them. */
+static void apply_checkpoint_settings(struct run_options *o, const struct checkpoint *ck)
+{
+    if (!o->task_given) {
+        if (ck->has_train_state && ck->train.task[0] != '\0')
+            o->task_name = ck->train.task;
+        for (int i = 0; i < ck->attr_count; i++)
+            if (!ck->has_train_state && strcmp(ck->attr_names[i], "task") == 0)
+                o->task_name = ck->attr_values[i];
+    }
+    for (int i = 0; i < ck->train.extra_count; i++) {
+        const char *name = ck->train.extra_names[i];
+        if (strcmp(name, "max_input") == 0 && !o->max_input_given)
+            o->max_input = (long)ck->train.extra_values[i];
+        if (strcmp(name, "max_target") == 0 && !o->max_target_given)
+            o->max_target = (long)ck->train.extra_values[i];
+    }
 }
 
 int command_eval(int argc, char **argv, const struct global_options *g)
@@ -68,7 +93,11 @@ int command_eval(int argc, char **argv, const struct global_options *g)
     struct evaluation e;
     memset(&e, 0, sizeof e);
     int status = 1;
-    if (load_task(&o, &tok, &task, &err) != 0 || checkpoint_load(path, be, &ck, &err) != 0)
+    if (checkpoint_load(path, be, &ck, &err) != 0)
+        goto done;
+    apply_checkpoint_settings(&o, &ck);
+    if (load_task(&o, &tok, &task, &err) != 0 ||
+        (o.results[0] != '\0' && results_append(o.results, NULL, 0, &err) != 0))
         goto done;
     if (ck.model->config.vocab_size < tokenizer_vocab_size(tok)) {
         caem_fail(&err, "%s has a vocabulary of %d ids, fewer than the tokenizer's %d", path,
@@ -84,9 +113,13 @@ int command_eval(int argc, char **argv, const struct global_options *g)
                                                              : "teacher-forced");
     print_usage_table(&e.usage);
     if (o.record_usage) {
-        if (record_usage(path, &ck, task.name, o.split, &e.usage, &err) != 0)
+        long replaced = -1;
+        if (record_usage(path, &ck, task.name, o.split, &e.usage, &replaced, &err) != 0)
             goto done;
-        printf("usage recorded in %s under /router_usage/%s/%s\n", path, task.name, o.split);
+        printf("usage recorded in %s under /router_usage/%s/%s", path, task.name, o.split);
+        if (replaced >= 0)
+            printf(", replacing the record of %ld tokens in its first layer", replaced);
+        printf("\n");
     }
     status = 0;
 done:

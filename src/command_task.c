@@ -9,8 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "checkpoint.h"
 #include "commands.h"
+#include "config.h"
 
 void run_options_defaults(struct run_options *o)
 {
@@ -49,7 +52,9 @@ static const char train_help[] =
     "                        (default small); its vocabulary is the tokenizer's\n"
     "  --init CKPT           start from a checkpoint's parameters (a common base)\n"
     "  --resume CKPT         continue a run saved with --checkpoint: parameters,\n"
-    "                        optimizer, data position and random stream\n"
+    "                        optimizer, data position and random stream; the task,\n"
+    "                        lengths, lr and seed come from the checkpoint, and\n"
+    "                        --batch and --accumulation must be the run's\n"
     "  --steps N             optimizer steps of the whole run (default 200)\n"
     "  --batch N             examples per micro-batch (default 16)\n"
     "  --accumulation N      micro-batches per optimizer step (default 1)\n"
@@ -57,15 +62,16 @@ static const char train_help[] =
     "  --max-input N         input tokens kept per example, EOS included (default 256)\n"
     "  --max-target N        target tokens kept per example (default 64)\n"
     "  --validate-every N    steps between validation losses, 0 for none (default 50)\n"
-    "  --checkpoint PATH     HDF5 checkpoint written at the end and every\n"
-    "  --checkpoint-every N  N steps (default: only at the end)\n"
+    "  --checkpoint PATH     HDF5 checkpoint written at the end, and when Ctrl-C stops\n"
+    "                        the run (default: none)\n"
+    "  --checkpoint-every N  also write it every N steps (default: only at the end)\n"
     "  --eval-limit N        validation examples generated and scored before and after\n"
     "                        training, 0 for none (default 200)\n"
     "  --beams N             beam search width, 1 for greedy (default 3)\n"
     "  --max-length N        generated tokens at most, the start token included\n"
     "                        (default 200)\n"
     "  --results PREFIX      append the evaluation figures to PREFIX.csv and\n"
-    "                        PREFIX.jsonl (default results)\n"
+    "                        PREFIX.jsonl (default results; an empty PREFIX writes none)\n"
     "  --count-padding       count padding positions in the expert usage\n"
     "  --help                this text\n"
     "\n"
@@ -78,7 +84,8 @@ static const char eval_help[] =
     "outputs scored by the task's metric, and expert usage per MoE layer.\n"
     "\n"
     "  --data DIR, --task NAME, --tokenizer PATH, --max-input N, --max-target N,\n"
-    "  --beams N, --max-length N, --results PREFIX, --count-padding: as for caem train\n"
+    "  --beams N, --max-length N, --results PREFIX, --count-padding: as for caem train;\n"
+    "  the task and the lengths default to those the checkpoint was trained with\n"
     "  --split NAME          train, validation or test (default validation)\n"
     "  --limit N             examples from the start of the split, 0 for all (default 200)\n"
     "  --batch N             sequences generated together (default 32)\n"
@@ -154,6 +161,8 @@ int parse_run_options(int argc, char **argv, int eval, struct run_options *o)
         { NULL, 0, NULL, 0 },
     };
     const char *name = eval ? "eval" : "train";
+    struct model_config preset;
+    struct caem_error err;
     int c;
     long v;
     optind = 1;
@@ -162,9 +171,16 @@ int parse_run_options(int argc, char **argv, int eval, struct run_options *o)
            -1) {
         switch (c) {
         case OPT_DATA: o->data_dir = optarg; break;
-        case OPT_TASK: o->task_name = optarg; break;
+        case OPT_TASK: o->task_name = optarg; o->task_given = 1; break;
         case OPT_TOKENIZER: o->tokenizer_path = optarg; break;
-        case OPT_PRESET: o->preset = optarg; break;
+        case OPT_PRESET:
+            o->preset = optarg;
+            o->preset_given = 1;
+            if (config_preset(&preset, optarg, &err) != 0) {
+                fprintf(stderr, "caem %s: invalid --preset: %s\n", name, err.message);
+                return 2;
+            }
+            break;
         case OPT_INIT: o->init = optarg; break;
         case OPT_RESUME: o->resume = optarg; break;
         case OPT_CHECKPOINT: o->checkpoint = optarg; break;
@@ -187,6 +203,7 @@ int parse_run_options(int argc, char **argv, int eval, struct run_options *o)
             char *end;
             errno = 0;
             o->lr = strtod(optarg, &end);
+            o->lr_given = 1;
             if (errno != 0 || end == optarg || *end != '\0' || !(o->lr > 0.0 && o->lr < 1.0)) {
                 fprintf(stderr, "caem %s: invalid --lr '%s' (expected a number in (0, 1))\n",
                         name, optarg);
@@ -210,10 +227,12 @@ int parse_run_options(int argc, char **argv, int eval, struct run_options *o)
         case OPT_MAX_INPUT:
             if (command_parse_long(optarg, "--max-input", 2, 65536, &o->max_input) != 0)
                 return 2;
+            o->max_input_given = 1;
             break;
         case OPT_MAX_TARGET:
             if (command_parse_long(optarg, "--max-target", 2, 65536, &o->max_target) != 0)
                 return 2;
+            o->max_target_given = 1;
             break;
         case OPT_VALIDATE_EVERY:
             if (command_parse_long(optarg, "--validate-every", 0, 100000000L,
@@ -309,6 +328,36 @@ int load_task(const struct run_options *o, struct tokenizer **tok, struct task *
                          "(build the default corpus with make data)", o->task_name,
                          o->data_dir, o->task_name);
     return task_tokenize(task, err);
+}
+
+int check_checkpoint_path(const char *path, struct caem_error *err)
+{
+    if (path[0] == '\0')
+        return caem_fail(err, "the checkpoint path is empty");
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode))
+            return caem_fail(err, "checkpoint path %s is a directory", path);
+        struct checkpoint existing;
+        if (checkpoint_load_summary(path, &existing, err) != 0)
+            return caem_fail(err, "%s exists and is not a readable checkpoint, so it is not "
+                             "replaced; remove it or choose another path", path);
+        checkpoint_free(&existing);
+    }
+    char directory[4096];
+    snprintf(directory, sizeof directory, "%s", path);
+    char *slash = strrchr(directory, '/');
+    if (slash == NULL)
+        snprintf(directory, sizeof directory, ".");
+    else if (slash == directory)
+        directory[1] = '\0';
+    else
+        *slash = '\0';
+    if (stat(directory, &st) != 0 || !S_ISDIR(st.st_mode))
+        return caem_fail(err, "directory %s of checkpoint %s does not exist", directory, path);
+    if (access(directory, W_OK) != 0)
+        return caem_fail(err, "directory %s of checkpoint %s is not writable", directory, path);
+    return 0;
 }
 
 void print_usage_table(const struct usage_table *u)

@@ -26,6 +26,9 @@ struct run_options {
     int record_usage;
     int count_padding;
     enum usage_decoder_source usage_source;
+    /* 1 for the options given on the command line, which a checkpoint's own
+     * settings must not silently replace */
+    int task_given, preset_given, lr_given, max_input_given, max_target_given;
 };
 
 /* Sets the defaults that caem train --help lists. */
@@ -40,6 +43,11 @@ int parse_run_options(int argc, char **argv, int eval, struct run_options *o);
  * the tokenizer, and tokenizes them. Reports skipped records on stderr. */
 int load_task(const struct run_options *o, struct tokenizer **tok, struct task *task,
               struct caem_error *err);
+
+/* Checks before any work that PATH can receive a checkpoint: not empty, not
+ * a directory, in a writable directory, and not a file of another kind that
+ * saving would replace. */
+int check_checkpoint_path(const char *path, struct caem_error *err);
 
 /* Prints a usage table: per MoE layer the tokens, the normalized entropy and
  * each expert's share (the first 16 experts), and the means per stack. */

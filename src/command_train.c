@@ -1,6 +1,7 @@
 /* caem train: single-task fine-tuning with evaluation before and after, and
  * checkpoints that resume exactly. */
 #include <getopt.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include "command_task.h"
 #include "commands.h"
 #include "config.h"
+#include "results.h"
 #include "train.h"
 
 /* ---- checkpoints ---- */
@@ -95,6 +97,11 @@ static int save_training_checkpoint(const struct run_context *rc, const char *pa
     ck.train.batch_size = (int)rc->options->batch;
     ck.train.accumulation = (int)rc->options->accumulation;
     snprintf(ck.train.task, sizeof ck.train.task, "%s", rc->task->name);
+    char *extra_names[] = { "max_input", "max_target" };
+    int64_t extra_values[] = { rc->options->max_input, rc->options->max_target };
+    ck.train.extra_count = 2;
+    ck.train.extra_names = extra_names;
+    ck.train.extra_values = extra_values;
 
     struct checkpoint_usage usage[2];
     memset(usage, 0, sizeof usage);
@@ -148,17 +155,87 @@ static void print_progress(struct trainer *t, struct train_snapshot *s)
         printf("step %5ld  validation loss %.4f\n", s->step, s->validation_loss);
 }
 
-/* Creates the model: from a checkpoint to resume or start from, or a new one
- * of the preset's shape with the tokenizer's vocabulary. */
+/* Returns the value of a train state's named integer, or `fallback`. */
+static long train_extra(const struct checkpoint *ck, const char *name, long fallback)
+{
+    for (int i = 0; i < ck->train.extra_count; i++)
+        if (strcmp(ck->train.extra_names[i], name) == 0)
+            return (long)ck->train.extra_values[i];
+    return fallback;
+}
+
+/* 1 when cfg has the shape of the preset, the vocabulary aside. */
+static int same_shape(const char *preset, const struct model_config *cfg)
+{
+    struct model_config p;
+    struct caem_error ignored;
+    if (config_preset(&p, preset, &ignored) != 0)
+        return 0;
+    return p.d_model == cfg->d_model && p.d_kv == cfg->d_kv && p.d_ff == cfg->d_ff &&
+           p.num_heads == cfg->num_heads && p.encoder_layers == cfg->encoder_layers &&
+           p.decoder_layers == cfg->decoder_layers &&
+           p.encoder_sparse_step == cfg->encoder_sparse_step &&
+           p.decoder_sparse_step == cfg->decoder_sparse_step &&
+           p.num_experts == cfg->num_experts;
+}
+
+/* Loads the checkpoint of --resume or --init. A resumed run takes its task,
+ * sequence lengths, learning rate and seed from the checkpoint; an option
+ * given with another value is an error rather than a silent change. */
+static int load_start(struct run_options *o, const struct global_options *g,
+                      const struct backend *be, struct checkpoint *loaded,
+                      struct caem_error *err)
+{
+    const char *from = o->resume != NULL ? o->resume : o->init;
+    if (from == NULL)
+        return 0;
+    if (checkpoint_load(from, be, loaded, err) != 0)
+        return -1;
+    if (o->resume == NULL)
+        return 0;
+    if (loaded->optimizer == NULL || !loaded->has_train_state)
+        return caem_fail(err, "%s has no optimizer state or train state to resume from "
+                         "(use --init to start from its parameters)", from);
+    if (o->preset_given && !same_shape(o->preset, &loaded->model->config))
+        return caem_fail(err, "%s is not a model of preset %s; leave --preset out to resume it",
+                         from, o->preset);
+    if (o->task_given && strcmp(o->task_name, loaded->train.task) != 0)
+        return caem_fail(err, "%s was trained on task '%s', not '%s'", from,
+                         loaded->train.task, o->task_name);
+    o->task_name = loaded->train.task;
+    long saved_lengths[2] = { train_extra(loaded, "max_input", o->max_input),
+                              train_extra(loaded, "max_target", o->max_target) };
+    long *lengths[2] = { &o->max_input, &o->max_target };
+    int given[2] = { o->max_input_given, o->max_target_given };
+    const char *names[2] = { "--max-input", "--max-target" };
+    for (int i = 0; i < 2; i++) {
+        if (given[i] && *lengths[i] != saved_lengths[i])
+            return caem_fail(err, "%s was trained with %s %ld, not %ld", from, names[i],
+                             saved_lengths[i], *lengths[i]);
+        *lengths[i] = saved_lengths[i];
+    }
+    float saved_lr = loaded->optimizer->config.lr;
+    if (o->lr_given && (float)o->lr != saved_lr)
+        return caem_fail(err, "%s was trained with --lr %g, not %g", from, (double)saved_lr,
+                         o->lr);
+    o->lr = saved_lr;
+    if (g->seed_given && g->seed != loaded->train.seed)
+        return caem_fail(err, "%s was trained with --seed %llu, not %llu", from,
+                         (unsigned long long)loaded->train.seed, g->seed);
+    if (o->steps <= loaded->train.step)
+        return caem_fail(err, "%s is at step %ld already; --steps %ld must be beyond it", from,
+                         loaded->train.step, o->steps);
+    return 0;
+}
+
+/* Creates the model: the loaded checkpoint's, or a new one of the preset's
+ * shape with the tokenizer's vocabulary. */
 static int build_model(struct run_context *rc, const struct tokenizer *tok,
                        const struct backend *be, unsigned long long seed,
                        struct checkpoint *loaded, struct caem_error *err)
 {
     const struct run_options *o = rc->options;
-    const char *from = o->resume != NULL ? o->resume : o->init;
-    if (from != NULL) {
-        if (checkpoint_load(from, be, loaded, err) != 0)
-            return -1;
+    if (loaded->model != NULL) {
         rc->model = loaded->model;
         const char *base = NULL;
         for (int i = 0; i < loaded->attr_count; i++)
@@ -188,9 +265,6 @@ static int build_model(struct run_context *rc, const struct tokenizer *tok,
 static int resume_state(struct run_context *rc, const struct checkpoint *loaded,
                         struct caem_error *err)
 {
-    if (loaded->optimizer == NULL || !loaded->has_train_state)
-        return caem_fail(err, "%s has no optimizer state or train state to resume from "
-                         "(use --init to start from its parameters)", rc->options->resume);
     struct adamw *opt = trainer_optimizer(rc->trainer);
     const struct adamw *saved = loaded->optimizer;
     const struct backend *be = rc->model->backend;
@@ -206,12 +280,25 @@ static int resume_state(struct run_context *rc, const struct checkpoint *loaded,
         return caem_fail(err, "%s was trained with batch %d and accumulation %d; resume it "
                          "with the same --batch and --accumulation", rc->options->resume,
                          loaded->train.batch_size, loaded->train.accumulation);
-    if (strcmp(loaded->train.task, rc->task->name) != 0)
-        return caem_fail(err, "%s was trained on task '%s', not '%s'", rc->options->resume,
-                         loaded->train.task, rc->task->name);
+    for (int i = 0; i < loaded->usage_count; i++) {
+        const struct checkpoint_usage *u = &loaded->usage[i];
+        if (strcmp(u->task, rc->task->name) == 0 && strcmp(u->split, "train") == 0 &&
+            trainer_add_usage(rc->trainer, &u->table, err) != 0)
+            return -1;
+    }
     return trainer_set_state(rc->trainer, &state, err);
 }
 
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int signal_number)
+{
+    (void)signal_number;
+    interrupted = 1;
+}
+
+/* Runs the steps to o->steps; returns 1 when Ctrl-C (SIGINT) or SIGTERM
+ * stopped it between two steps, 0 at the end, -1 on failure. */
 static int train_loop(struct run_context *rc, struct caem_error *err)
 {
     const struct run_options *o = rc->options;
@@ -222,6 +309,10 @@ static int train_loop(struct run_context *rc, struct caem_error *err)
     long every = o->steps / 20 > 0 ? o->steps / 20 : 1;
     int status = 0;
     while (snap.step < o->steps) {
+        if (interrupted) {
+            status = 1;
+            break;
+        }
         if (trainer_step(rc->trainer, err) != 0) {
             status = -1;
             break;
@@ -281,8 +372,12 @@ int command_train(int argc, char **argv, const struct global_options *g)
     memset(&after, 0, sizeof after);
     const char *model_name = o.checkpoint != NULL ? o.checkpoint : o.preset;
 
-    if (load_task(&o, &tok, &task, &err) != 0 ||
+    /* every check that can fail comes before the work it would waste */
+    if ((o.checkpoint != NULL && check_checkpoint_path(o.checkpoint, &err) != 0) ||
+        load_start(&o, g, be, &loaded, &err) != 0 || load_task(&o, &tok, &task, &err) != 0 ||
         build_model(&rc, tok, be, g->seed, &loaded, &err) != 0)
+        goto done;
+    if (o.results[0] != '\0' && results_append(o.results, NULL, 0, &err) != 0)
         goto done;
     const struct model_config *cfg = &rc.model->config;
     printf("task %s: %ld train, %ld validation examples; model %zu parameters, %d + %d MoE "
@@ -300,8 +395,10 @@ int command_train(int argc, char **argv, const struct global_options *g)
     to.seed = g->seed;
     to.count_padding = o.count_padding;
     to.adamw.lr = (float)o.lr;
-    if (o.resume != NULL)
+    if (o.resume != NULL) {
         to.seed = loaded.train.seed;
+        to.adamw = loaded.optimizer->config;
+    }
     if (trainer_create(&rc.trainer, rc.model, &task, &to, &err) != 0)
         goto done;
     if (o.resume != NULL) {
@@ -316,12 +413,29 @@ int command_train(int argc, char **argv, const struct global_options *g)
     if (evaluate && run_evaluation(rc.model, &task, &o, model_name, first_step, "before",
                                    &before, &err) != 0)
         goto done;
-    if (train_loop(&rc, &err) != 0)
+    struct sigaction action, old_int, old_term;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = on_interrupt;
+    sigaction(SIGINT, &action, &old_int);
+    sigaction(SIGTERM, &action, &old_term);
+    int loop = train_loop(&rc, &err);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    if (loop < 0)
         goto done;
+    struct train_state state;
+    trainer_get_state(rc.trainer, &state);
     if (o.checkpoint != NULL) {
         if (save_training_checkpoint(&rc, o.checkpoint, &err) != 0)
             goto done;
-        printf("checkpoint %s written at step %ld\n", o.checkpoint, o.steps);
+        printf("checkpoint %s written at step %ld\n", o.checkpoint, state.step);
+    }
+    if (loop == 1) {
+        fprintf(stderr, "caem train: interrupted after step %ld%s%s\n", state.step,
+                o.checkpoint != NULL ? "; continue with --resume " : "",
+                o.checkpoint != NULL ? o.checkpoint : "");
+        status = 130;
+        goto done;
     }
     if (evaluate && run_evaluation(rc.model, &task, &o, model_name, o.steps, "after", &after,
                                    &err) != 0)
@@ -330,7 +444,7 @@ int command_train(int argc, char **argv, const struct global_options *g)
     print_usage_table(trainer_usage(rc.trainer));
     status = 0;
 done:
-    if (status != 0)
+    if (status == 1)
         fprintf(stderr, "caem train: %s\n", err.message);
     evaluation_free(&before);
     evaluation_free(&after);

@@ -12,6 +12,7 @@ struct global_options {
     const char *device; /* "cpu" or "cuda" */
     int threads;        /* 0: the default */
     unsigned long long seed;
+    int seed_given; /* 1 when --seed was on the command line */
     int verbose;
 };
 

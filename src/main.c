@@ -56,7 +56,7 @@ static void print_usage(FILE *out)
             "  info CKPT.h5    print a checkpoint's config, size, state and expert usage\n"
             "  import DIR OUT.h5\n"
             "                  convert a Hugging Face Switch Transformers directory into a\n"
-            "                  checkpoint (caem info --help and caem import --help for more)\n"
+            "                  checkpoint (caem import --help)\n"
             "\n"
             "Options (before or after the command):\n"
             "  --device cpu|cuda  backend for the computation (default cpu)\n"
@@ -250,6 +250,7 @@ static int take_global_options(int argc, char **argv, struct global_options *g)
             if (command_parse_long(value, "--seed", 0, 2147483647L, &v) != 0)
                 return -1;
             g->seed = (unsigned long long)v;
+            g->seed_given = 1;
         }
     }
     argv[kept] = NULL;
@@ -261,7 +262,7 @@ int main(int argc, char **argv)
     threads_prefer_passive_wait(argv);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
-    struct global_options g = { "cpu", 0, 1, 0 };
+    struct global_options g = { "cpu", 0, 1, 0, 0 };
     argc = take_global_options(argc, argv, &g);
     if (argc < 0)
         return 2;
@@ -269,9 +270,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; argc > 1 && i < sizeof own_parsers / sizeof own_parsers[0]; i++) {
         if (strcmp(argv[1], own_parsers[i].name) != 0)
             continue;
-        char name[64];
-        snprintf(name, sizeof name, "caem %s", own_parsers[i].name);
-        argv[1] = name;
+        argv[1] = (char *)own_parsers[i].name;
         return own_parsers[i].run(argc - 1, argv + 1, &g);
     }
 

@@ -385,6 +385,15 @@ int trainer_set_state(struct trainer *t, const struct train_state *state,
     return 0;
 }
 
+int trainer_add_usage(struct trainer *t, const struct usage_table *usage,
+                      struct caem_error *err)
+{
+    pthread_mutex_lock(&t->lock);
+    int status = usage_table_add(&t->usage, usage, err);
+    pthread_mutex_unlock(&t->lock);
+    return status;
+}
+
 const struct train_record *trainer_history(const struct trainer *t, long *count)
 {
     *count = t->history_count;

@@ -122,6 +122,10 @@ void trainer_get_state(const struct trainer *t, struct train_state *state);
 int trainer_set_state(struct trainer *t, const struct train_state *state,
                       struct caem_error *err);
 
+/* Adds the usage of earlier steps (of a resumed run) to the run's usage. */
+int trainer_add_usage(struct trainer *t, const struct usage_table *usage,
+                      struct caem_error *err);
+
 /* The history of this process's steps, oldest first; valid until the next step. */
 const struct train_record *trainer_history(const struct trainer *t, long *count);
 

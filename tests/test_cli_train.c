@@ -154,6 +154,20 @@ static void compare_checkpoints(const char *a_name, const char *b_name)
             CHECK_MSG(x == y, "step %ld: loss %.17g uninterrupted, %.17g resumed", r + 1, x,
                       y);
         }
+        const struct usage_table *ua = NULL, *ub = NULL;
+        for (int i = 0; i < a.usage_count; i++)
+            if (strcmp(a.usage[i].split, "train") == 0)
+                ua = &a.usage[i].table;
+        for (int i = 0; i < b.usage_count; i++)
+            if (strcmp(b.usage[i].split, "train") == 0)
+                ub = &b.usage[i].table;
+        CHECK(ua != NULL);
+        CHECK(ub != NULL);
+        if (ua != NULL && ub != NULL && ua->experts == ub->experts) {
+            size_t cells = (size_t)usage_table_rows(ua) * (size_t)ua->experts;
+            CHECK_MSG(memcmp(ua->kept, ub->kept, sizeof *ua->kept * cells) == 0,
+                      "the train usage of the resumed run differs from the full run's");
+        }
     }
     checkpoint_free(&a);
     checkpoint_free(&b);
@@ -172,6 +186,94 @@ static void test_resume_matches_full_run(void)
     CHECK_INT_EQ(train(extra, "resumed.log"), 0);
     CHECK_MSG(file_contains("resumed.log", "resumed"), "see %s/resumed.log", dir);
     compare_checkpoints("full.h5", "resumed.h5");
+}
+
+/* A resumed run takes its settings from the checkpoint and rejects a
+ * different value, and a step count it has reached already. */
+static void test_resume_rejects_changes(void)
+{
+    if (!ready)
+        SKIP("no task (see task_prepared)");
+    char extra[1024];
+    snprintf(extra, sizeof extra, "--steps 8 --eval-limit 0 --resume %s/half.h5 --lr 2e-3",
+             dir);
+    CHECK_INT_EQ(train(extra, "change.log"), 1);
+    CHECK_MSG(file_contains("change.log", "was trained with --lr 0.001, not 0.002"),
+              "see %s/change.log", dir);
+    snprintf(extra, sizeof extra, "--steps 3 --eval-limit 0 --resume %s/half.h5", dir);
+    CHECK_INT_EQ(train(extra, "change.log"), 1);
+    CHECK_MSG(file_contains("change.log", "is at step 3 already"), "see %s/change.log", dir);
+    snprintf(extra, sizeof extra, "--steps 8 --eval-limit 0 --resume %s/half.h5 "
+             "--max-input 9", dir);
+    CHECK_INT_EQ(train(extra, "change.log"), 1);
+    CHECK_MSG(file_contains("change.log", "--max-input 256, not 9"), "see %s/change.log",
+              dir);
+}
+
+/* Output paths are checked before any training: a missing directory, and a
+ * file that is not a checkpoint, which stays as it was. */
+static void test_resume_rejects_other_preset(void)
+{
+    if (!ready)
+        SKIP("no task (see task_prepared)");
+    char extra[1024];
+    snprintf(extra, sizeof extra, "--steps 8 --eval-limit 0 --resume %s/half.h5 --preset small",
+             dir);
+    CHECK_INT_EQ(train(extra, "change.log"), 1);
+    CHECK_MSG(file_contains("change.log", "is not a model of preset small"),
+              "see %s/change.log", dir);
+}
+
+static void test_output_paths_checked_first(void)
+{
+    if (!ready)
+        SKIP("no task (see task_prepared)");
+    char extra[1024];
+    snprintf(extra, sizeof extra, "--steps 8 --checkpoint %s/missing/c.h5", dir);
+    CHECK_INT_EQ(train(extra, "paths.log"), 1);
+    CHECK_MSG(file_contains("paths.log", "missing of checkpoint"), "see %s/paths.log", dir);
+    CHECK(!file_contains("paths.log", "before:"));
+    char text[256];
+    snprintf(text, sizeof text, "%s/notes.h5", dir);
+    FILE *f = fopen(text, "w");
+    if (f != NULL) {
+        fputs("my notes\n", f);
+        fclose(f);
+    }
+    snprintf(extra, sizeof extra, "--steps 8 --checkpoint %s", text);
+    CHECK_INT_EQ(train(extra, "paths.log"), 1);
+    CHECK_MSG(file_contains("paths.log", "is not a readable checkpoint"), "see %s/paths.log",
+              dir);
+    CHECK(file_contains("notes.h5", "my notes"));
+}
+
+/* SIGINT between steps saves the checkpoint of the last step, reports it and
+ * exits with 130; the run then resumes from it. */
+static void test_interrupt_saves_checkpoint(void)
+{
+    if (!ready)
+        SKIP("no task (see task_prepared)");
+    char command[4096];
+    snprintf(command, sizeof command,
+             "timeout --preserve-status -s INT 2 %s --threads 1 train --data %s --task topics --preset tiny "
+             "--batch 8 --eval-limit 0 --steps 10000000 --checkpoint %s/stopped.h5 --results '' "
+             "> %s/stopped.log 2>&1", caem, dir, dir, dir);
+    CHECK_INT_EQ(run(command), 130);
+    CHECK_MSG(file_contains("stopped.log", "interrupted after step"), "see %s/stopped.log",
+              dir);
+    CHECK(file_contains("stopped.log", "continue with --resume"));
+    char path[256];
+    snprintf(path, sizeof path, "%s/stopped.h5", dir);
+    struct caem_error err;
+    struct checkpoint ck;
+    memset(&ck, 0, sizeof ck);
+    CHECK_MSG(checkpoint_load(path, backend_cpu(), &ck, &err) == 0, "%s", err.message);
+    CHECK(ck.train.step > 0);
+    char expected[64];
+    snprintf(expected, sizeof expected, "interrupted after step %ld;", ck.train.step);
+    CHECK_MSG(file_contains("stopped.log", expected), "expected '%s' in %s/stopped.log",
+              expected, dir);
+    checkpoint_free(&ck);
 }
 
 static void test_eval_records_usage(void)
@@ -281,6 +383,10 @@ int main(void)
     RUN_TEST(task_prepared);
     RUN_TEST(train_writes_outputs);
     RUN_TEST(resume_matches_full_run);
+    RUN_TEST(resume_rejects_changes);
+    RUN_TEST(resume_rejects_other_preset);
+    RUN_TEST(output_paths_checked_first);
+    RUN_TEST(interrupt_saves_checkpoint);
     RUN_TEST(eval_records_usage);
     RUN_TEST(nan_keeps_checkpoint);
     RUN_TEST(bad_input_rejected);

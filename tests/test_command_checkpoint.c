@@ -231,7 +231,7 @@ static void test_info_exit_statuses(void)
     char *none[] = { "info" };
     run_command(command_info, 1, none, &r);
     CHECK_INT_EQ(r.status, 2);
-    CHECK_CONTAINS(r.err, "usage: caem info CKPT.h5");
+    CHECK_CONTAINS(r.err, "caem info: expected 1 path, got 0");
 
     char *option[] = { "info", "--verbose", "x.h5" };
     run_command(command_info, 3, option, &r);
@@ -276,7 +276,7 @@ static void test_import_exit_statuses(void)
     char *one[] = { "import", dir };
     run_command(command_import, 2, one, &r);
     CHECK_INT_EQ(r.status, 2);
-    CHECK_CONTAINS(r.err, "usage: caem import DIR OUT.h5");
+    CHECK_CONTAINS(r.err, "caem import: expected 2 paths, got 1");
 
     struct path not_dir = tmp_path("imported.h5");
     struct path out2 = tmp_path("second.h5");
