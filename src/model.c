@@ -649,6 +649,21 @@ int model_routing(const struct model *m, int decoder, int layer, struct moe_rout
     return 0;
 }
 
+int model_block_output(const struct model *m, int decoder, int layer, const float **out,
+                       int *tokens, struct caem_error *err)
+{
+    const struct stack_offsets *layout = decoder ? &m->layout.decoder : &m->layout.encoder;
+    if (m->ws == NULL)
+        return caem_fail(err, "no forward has run yet, so there are no hidden states");
+    if (layer < 0 || layer >= layout->layers)
+        return caem_fail(err, "%s has no block %d (it has %d)", decoder ? "decoder" : "encoder",
+                         layer, layout->layers);
+    const struct stack_cache *s = decoder ? &m->ws->dec : &m->ws->enc;
+    *out = s->blocks[layer].ff.x_out;
+    *tokens = m->ws->batch_size * s->tokens;
+    return 0;
+}
+
 float *model_param(struct model *m, const char *name, size_t *count)
 {
     const struct param_info *p = param_find(&m->layout, name);

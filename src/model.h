@@ -109,6 +109,12 @@ const float *model_logits(const struct model *m);
 int model_routing(const struct model *m, int decoder, int layer, struct moe_routing *out,
                   struct caem_error *err);
 
+/* Output of block `layer` of the encoder (decoder = 0) or decoder in the
+ * last forward, before the stack's final norm: *out points to [N, D] backend
+ * memory and *tokens is N = B T. */
+int model_block_output(const struct model *m, int decoder, int layer, const float **out,
+                       int *tokens, struct caem_error *err);
+
 /* Host pointer to a tensor's values or gradient by name; NULL when absent.
  * Valid for the CPU backend, whose memory is host memory. */
 float *model_param(struct model *m, const char *name, size_t *count);
