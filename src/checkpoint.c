@@ -476,6 +476,8 @@ static int write_contents(hid_t file, const struct checkpoint *ck, struct caem_e
         return -1;
     if (ck->history.columns > 0 && write_history(file, &ck->history, err) != 0)
         return -1;
+    if (ck->has_merge && checkpoint_write_merge(file, ck, err) != 0)
+        return -1;
     return 0;
 }
 
@@ -604,6 +606,7 @@ void checkpoint_free(struct checkpoint *ck)
     free(ck->history.values);
     free_strings(ck->attr_names, ck->attr_count);
     free_strings(ck->attr_values, ck->attr_count);
+    checkpoint_free_merge(ck);
     memset(ck, 0, sizeof *ck);
 }
 

@@ -23,6 +23,7 @@
 #include "backend.h"
 #include "config.h"
 #include "error.h"
+#include "merge.h"
 #include "model.h"
 #include "usage.h"
 
@@ -72,6 +73,13 @@ struct checkpoint {
     struct checkpoint_usage *usage;
     int usage_count;
     struct checkpoint_history history;
+    /* Provenance of a merged model, the /merge group; has_merge is 0 for
+     * other models. merge_sources names each source (a path or a name), and
+     * merge_usage says which usage the allocation read. */
+    int has_merge;
+    struct merge_record merge;
+    char **merge_sources;
+    char *merge_usage;
     /* Free string attributes of the root group. The names "format",
      * "format_version" and "created" are reserved. */
     char **attr_names;

@@ -5,6 +5,9 @@
 
 #include <stddef.h>
 
+#include <hdf5.h>
+
+#include "checkpoint.h"
 #include "config.h"
 #include "error.h"
 #include "usage.h"
@@ -46,5 +49,11 @@ int checkpoint_check_usage_shape(const struct usage_table *t, const struct model
 
 /* Names of the decoder source in /router_usage. */
 const char *checkpoint_decoder_source_name(int source);
+
+/* The /merge group (checkpoint_merge.c). */
+int checkpoint_write_merge(hid_t file, const struct checkpoint *ck, struct caem_error *err);
+int checkpoint_read_merge(hid_t file, const struct model_config *cfg, struct checkpoint *ck,
+                          struct caem_error *err);
+void checkpoint_free_merge(struct checkpoint *ck);
 
 #endif

@@ -811,6 +811,11 @@ static int read_contents(struct reader *r, struct checkpoint *out, struct caem_e
         return h5io_fail(err, "cannot look up /history");
     if (found && read_history(r->file, &out->history, err) != 0)
         return -1;
+    found = h5io_exists(r->file, "/merge");
+    if (found < 0)
+        return h5io_fail(err, "cannot look up /merge");
+    if (found && checkpoint_read_merge(r->file, &out->config, out, err) != 0)
+        return -1;
     return 0;
 }
 

@@ -275,6 +275,40 @@ static void print_usage_record(const struct checkpoint_usage *u)
     }
 }
 
+/* The /merge provenance: sources, alpha, and per MoE layer the entropies,
+ * the allocation and the source expert of each target slot. */
+static void print_merge(const struct checkpoint *ck)
+{
+    const struct merge_record *r = &ck->merge;
+    printf("merge: %d sources into %d experts per MoE layer, alpha %g (used %g), embedding "
+           "%s, usage %s\n", r->sources, r->experts, r->alpha, r->alpha_used,
+           r->embedding == MERGE_EMBEDDING_REFERENCE ? "as the reference code"
+                                                    : "mean of encoder and decoder weights",
+           ck->merge_usage != NULL && ck->merge_usage[0] != '\0' ? ck->merge_usage : "-");
+    for (int i = 0; i < r->sources; i++)
+        printf("  source %d: %s (weight encoder %.3f, decoder %.3f)\n", i + 1,
+               ck->merge_sources[i], r->weights[0][i], r->weights[1][i]);
+    if (r->uniform_fallbacks > 0)
+        printf("  %d layers had entropy 0 for every source and were split uniformly\n",
+               r->uniform_fallbacks);
+    int rows = r->layers[0] + r->layers[1];
+    for (int row = 0; row < rows; row++) {
+        int decoder = row >= r->layers[0];
+        printf("  %s MoE layer %d: entropy", decoder ? "decoder" : "encoder",
+               decoder ? row - r->layers[0] : row);
+        for (int i = 0; i < r->sources; i++)
+            printf(" %.3f", r->entropies[row * r->sources + i]);
+        printf(", experts");
+        for (int i = 0; i < r->sources; i++)
+            printf(" %d", r->allocation[row * r->sources + i]);
+        printf(", slots");
+        for (int k = 0; k < r->experts && k < 16; k++)
+            printf(" %d.%d", r->slot_source[row * r->experts + k] + 1,
+                   r->slot_expert[row * r->experts + k]);
+        printf(r->experts > 16 ? " ...\n" : "\n");
+    }
+}
+
 int command_info(int argc, char **argv)
 {
     char *path = NULL;
@@ -299,6 +333,8 @@ int command_info(int argc, char **argv)
         printf("usage: none\n");
     for (int i = 0; i < ck.usage_count; i++)
         print_usage_record(&ck.usage[i]);
+    if (ck.has_merge)
+        print_merge(&ck);
     checkpoint_free(&ck);
     return 0;
 }

@@ -221,6 +221,13 @@ int h5io_read_float(hid_t object, const char *where, const char *name, float *ou
                        H5T_NATIVE_FLOAT, out, err);
 }
 
+int h5io_read_double(hid_t object, const char *where, const char *name, double *out,
+                     struct caem_error *err)
+{
+    return read_scalar(object, where, name, H5T_FLOAT, "a floating-point number",
+                       H5T_NATIVE_DOUBLE, out, err);
+}
+
 int h5io_read_string(hid_t object, const char *where, const char *name, char **out,
                      struct caem_error *err)
 {

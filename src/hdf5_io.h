@@ -62,6 +62,8 @@ int h5io_read_int64(hid_t object, const char *where, const char *name, int64_t *
                     struct caem_error *err);
 int h5io_read_uint64(hid_t object, const char *where, const char *name, uint64_t *out,
                      struct caem_error *err);
+int h5io_read_double(hid_t object, const char *where, const char *name, double *out,
+                     struct caem_error *err);
 int h5io_read_float(hid_t object, const char *where, const char *name, float *out,
                     struct caem_error *err);
 /* Reads a fixed-length or variable-length string attribute into a new

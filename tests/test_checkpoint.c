@@ -729,8 +729,8 @@ static void test_params_hash(void)
     state_free(&s);
 }
 
-/* A /merge group, a non-string root attribute and an unknown group inside
- * /optimizer do not stop a load. */
+/* An unknown group, a non-string root attribute and an unknown group inside
+ * /optimizer do not stop a load; a /merge group without its attributes does. */
 static void test_unknown_objects_ignored(void)
 {
     struct model_config cfg = tiny_config(1);
@@ -740,8 +740,8 @@ static void test_unknown_objects_ignored(void)
     struct caem_error err;
     CHECK(checkpoint_save(p.text, &s.ck, &err) == 0);
     hsize_t dims[1] = { 4 };
-    put_dataset(p.text, "/merge/sources", H5T_NATIVE_INT, 1, dims);
-    set_int_attribute(p.text, "/merge", "alpha_percent", 100);
+    put_dataset(p.text, "/analysis/cka", H5T_NATIVE_INT, 1, dims);
+    set_int_attribute(p.text, "/analysis", "alpha_percent", 100);
     set_int_attribute(p.text, "/", "future_counter", 5);
     hid_t file = open_for_edit(p.text);
     hid_t group = H5Gcreate2(file, "/optimizer/schedule", H5P_DEFAULT, H5P_DEFAULT,
@@ -756,6 +756,10 @@ static void test_unknown_objects_ignored(void)
     } else {
         CHECK_MSG(0, "load: %s", err.message);
     }
+    put_dataset(p.text, "/merge/sources", H5T_NATIVE_INT, 1, dims);
+    CHECK(checkpoint_load(p.text, backend_cpu(), &c, &err) == -1);
+    CHECK_MSG(strstr(err.message, "missing attribute 'sources' of /merge") != NULL, "%s",
+              err.message);
     state_free(&s);
 }
 

@@ -4,7 +4,9 @@
  * against the sources. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "checkpoint.h"
 #include "config.h"
 #include "merge.h"
 #include "rng.h"
@@ -383,6 +385,79 @@ static void test_merge_fixed_allocation(void)
     }
 }
 
+/* The merge record survives a checkpoint round trip, and caem info prints it. */
+static void test_merge_record_round_trip(void)
+{
+    struct caem_error err;
+    struct model *src[SOURCES];
+    struct usage_table usage[SOURCES];
+    const struct usage_table *uptr[SOURCES];
+    for (int i = 0; i < SOURCES; i++) {
+        src[i] = source_model(300 + i, 1);
+        usage_table_init(&usage[i], &src[i]->config, &err);
+        fill_usage(&usage[i], i);
+        uptr[i] = &usage[i];
+    }
+    struct merge_options o = merge_defaults();
+    o.experts = 6;
+    o.alpha = 0.5;
+    struct model *t = NULL;
+    struct checkpoint ck;
+    memset(&ck, 0, sizeof ck);
+    CHECK(merge_models(&t, src, uptr, SOURCES, &o, &ck.merge, &err) == 0);
+    char *names[SOURCES] = { "a.h5", "b.h5", "c.h5" };
+    char path[] = "/tmp/caem_merge_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    ck.model = t;
+    ck.has_merge = 1;
+    ck.merge_sources = names;
+    ck.merge_usage = "validation, padding not counted";
+    CHECK_MSG(checkpoint_save(path, &ck, &err) == 0, "%s", err.message);
+    struct checkpoint back;
+    CHECK_MSG(checkpoint_load(path, backend_cpu(), &back, &err) == 0, "%s", err.message);
+    const struct merge_record *a = &ck.merge, *b = &back.merge;
+    CHECK_INT_EQ(back.has_merge, 1);
+    CHECK_INT_EQ(b->sources, SOURCES);
+    CHECK_INT_EQ(b->experts, 6);
+    CHECK(b->alpha == 0.5);
+    CHECK(b->alpha_used == a->alpha_used);
+    size_t rows = (size_t)(a->layers[0] + a->layers[1]);
+    CHECK(memcmp(a->allocation, b->allocation, sizeof(int) * rows * SOURCES) == 0);
+    CHECK(memcmp(a->entropies, b->entropies, sizeof(double) * rows * SOURCES) == 0);
+    CHECK(memcmp(a->slot_source, b->slot_source, sizeof(int) * rows * 6) == 0);
+    CHECK(memcmp(a->slot_expert, b->slot_expert, sizeof(int) * rows * 6) == 0);
+    CHECK(memcmp(a->weights, b->weights, sizeof a->weights) == 0);
+    CHECK(strcmp(back.merge_sources[1], "b.h5") == 0);
+    CHECK(strcmp(back.merge_usage, "validation, padding not counted") == 0);
+    checkpoint_free(&back);
+
+    char command[512];
+    snprintf(command, sizeof command, "%s/caem info %s > %s.txt 2>&1",
+             getenv("CAEM_ROOT") != NULL ? getenv("CAEM_ROOT") : ".", path, path);
+    if (system(command) == 0) {
+        char txt[64];
+        snprintf(txt, sizeof txt, "%s.txt", path);
+        FILE *f = fopen(txt, "r");
+        char buffer[8192] = "";
+        size_t n = f != NULL ? fread(buffer, 1, sizeof buffer - 1, f) : 0;
+        buffer[n] = '\0';
+        if (f != NULL)
+            fclose(f);
+        CHECK_MSG(strstr(buffer, "merge: 3 sources into 6 experts") != NULL, "%s", buffer);
+        CHECK_MSG(strstr(buffer, "source 2: b.h5") != NULL, "%s", buffer);
+        unlink(txt);
+    }
+    unlink(path);
+    merge_record_free(&ck.merge);
+    model_free(t);
+    for (int i = 0; i < SOURCES; i++) {
+        usage_table_free(&usage[i]);
+        model_free(src[i]);
+    }
+}
+
 int main(void)
 {
     TEST_SUITE("merge");
@@ -402,5 +477,6 @@ int main(void)
     RUN_TEST(merge_reference_embedding);
     RUN_TEST(merge_rejects_bad_sources);
     RUN_TEST(merge_fixed_allocation);
+    RUN_TEST(merge_record_round_trip);
     TEST_MAIN_END();
 }
