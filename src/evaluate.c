@@ -37,10 +37,8 @@ void evaluation_free(struct evaluation *e)
     memset(e, 0, sizeof *e);
 }
 
-/* Decodes one generated row into text: EOS ends it, and padding and ids the
- * tokenizer does not have are left out. */
-static int decode_output(const struct tokenizer *tok, const int32_t *ids, int length,
-                         int32_t eos, int32_t pad, char **text, struct caem_error *err)
+int evaluate_decode_output(const struct tokenizer *tok, const int32_t *ids, int length,
+                           int32_t eos, int32_t pad, char **text, struct caem_error *err)
 {
     int32_t *kept = malloc(sizeof *kept * (size_t)(length > 0 ? length : 1));
     if (kept == NULL)
@@ -182,8 +180,8 @@ static int generation_batch(struct evaluator *ev, const struct batch *b, int row
     for (int r = 0; r < rows && rc == 0; r++) {
         const struct example *ex = &ev->split->data.examples[ev->batches.examples[r]];
         char *text = NULL;
-        rc = decode_output(ev->task->tokenizer, g.ids[r], g.lengths[r], tokens->eos_id,
-                           tokens->pad_id, &text, err);
+        rc = evaluate_decode_output(ev->task->tokenizer, g.ids[r], g.lengths[r],
+                                    tokens->eos_id, tokens->pad_id, &text, err);
         if (rc == 0)
             rc = metric_sum_add(&ev->sum, text, ex, err);
         ev->result.predictions[ev->seen + r] = text;

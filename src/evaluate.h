@@ -90,6 +90,11 @@ void evaluator_free(struct evaluator *ev);
 
 void evaluation_free(struct evaluation *e);
 
+/* Decodes one generated row into text: EOS ends it, and padding and ids the
+ * tokenizer does not have are left out. The caller frees *text. */
+int evaluate_decode_output(const struct tokenizer *tok, const int32_t *ids, int length,
+                           int32_t eos, int32_t pad, char **text, struct caem_error *err);
+
 /* Appends one row per figure, and one for the loss, to the results files
  * PREFIX.csv and PREFIX.jsonl (results.h). */
 int evaluation_append_results(const char *prefix, const char *model_name,
