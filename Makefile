@@ -91,6 +91,10 @@ $(BUILD)/cuda/%.o: kernels/%.cu src/cuda_device.h
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
 
+# lua_prelude.o embeds lua/caem.lua with the assembler's .incbin, which the
+# compiler's dependency files do not list.
+$(BUILD)/obj/lua_prelude.o $(BUILD)/asan/obj/lua_prelude.o: lua/caem.lua
+
 $(BUILD)/libcaem.a: $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^

@@ -55,11 +55,45 @@ int evaluate_loss(struct model *m, const struct task_tokens *tokens, long limit,
                   struct caem_error *err);
 
 /* Evaluates m on the split, which must be tokenized. The model is left in
- * the mode it was in. */
+ * the mode it was in. Runs an evaluator to the end. */
 int evaluate_task(struct model *m, const struct task *task, const struct evaluate_options *o,
                   struct evaluation *out, struct caem_error *err);
 
+/* An evaluation run one batch at a time, so that a job can report progress,
+ * pause and stop between batches. The teacher-forced loss is computed over
+ * every batch first, then the outputs are generated batch by batch. The
+ * model and the task are borrowed. The model is in eval mode inside
+ * evaluator_step and in its own mode between steps. */
+struct evaluator;
+
+/* Checks the options and the split as evaluate_task does and sets up the
+ * run; no batch runs yet. */
+int evaluator_create(struct evaluator **out, struct model *m, const struct task *task,
+                     const struct evaluate_options *o, struct caem_error *err);
+
+/* Runs the next batch. Returns 0 when batches remain, 1 after the last one,
+ * and -1 on failure, after which the evaluator takes no more steps. */
+int evaluator_step(struct evaluator *ev, struct caem_error *err);
+
+/* Batches done and in all (both phases), and seconds spent in steps. */
+void evaluator_progress(const struct evaluator *ev, long *done, long *total, double *seconds);
+
+/* The usage counted so far. */
+const struct usage_table *evaluator_usage(const struct evaluator *ev);
+
+/* Moves the result into out once the last step has run; fails before. */
+int evaluator_finish(struct evaluator *ev, struct evaluation *out, struct caem_error *err);
+
+/* Frees the evaluator and a result not taken by evaluator_finish. It does
+ * not touch the model, which may be gone by then. Safe on NULL. */
+void evaluator_free(struct evaluator *ev);
+
 void evaluation_free(struct evaluation *e);
+
+/* Decodes one generated row into text: EOS ends it, and padding and ids the
+ * tokenizer does not have are left out. The caller frees *text. */
+int evaluate_decode_output(const struct tokenizer *tok, const int32_t *ids, int length,
+                           int32_t eos, int32_t pad, char **text, struct caem_error *err);
 
 /* Appends one row per figure, and one for the loss, to the results files
  * PREFIX.csv and PREFIX.jsonl (results.h). */

@@ -170,6 +170,10 @@ void job_stop(struct job *job)
 {
     pthread_mutex_lock(&job->lock);
     job->stop_requested = 1;
+    /* A paused worker is idle, so the job ends now: job_wait must not see it
+     * paused before the worker wakes up. */
+    if (job->state == JOB_PAUSED)
+        job->state = JOB_STOPPED;
     pthread_cond_broadcast(&job->changed);
     pthread_mutex_unlock(&job->lock);
 }

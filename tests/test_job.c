@@ -140,6 +140,26 @@ static void test_notifications_once_per_step(void)
     job_free(job);
 }
 
+/* A paused job is stopped by the time job_stop returns. */
+static void test_stop_paused_ends_at_once(void)
+{
+    struct counter c = { 0, 100, 0, 0 };
+    struct job *job;
+    struct caem_error err;
+    CHECK(job_start(&job, "count", &counter_ops, &c, 1, &err) == 0);
+    job_step(job, 2);
+    CHECK_INT_EQ(job_wait(job, 10.0), 2);
+    job_stop(job);
+    CHECK_INT_EQ(job_wait(job, 0.0), 1);
+    struct job_status s;
+    job_status(job, &s);
+    CHECK_INT_EQ(s.state, JOB_STOPPED);
+    job_resume(job);
+    CHECK_INT_EQ(job_wait(job, 10.0), 1);
+    CHECK_INT_EQ(c.units, 2);
+    job_free(job);
+}
+
 /* Freeing a running job stops it first. */
 static void test_free_stops_running(void)
 {
@@ -159,6 +179,7 @@ int main(void)
     RUN_TEST(pause_resume_stop);
     RUN_TEST(failure_ends_job);
     RUN_TEST(notifications_once_per_step);
+    RUN_TEST(stop_paused_ends_at_once);
     RUN_TEST(free_stops_running);
     TEST_MAIN_END();
 }
