@@ -13,6 +13,10 @@ struct global_options {
     int threads;        /* 0: the default */
     unsigned long long seed;
     int verbose;
+    /* the command line as given, before the common options were taken out,
+     * for the Lua table `arg` */
+    int all_argc;
+    char **all_argv;
 };
 
 /* Parses a decimal integer in [min, max] for the option named `what`. On
@@ -32,5 +36,10 @@ int command_train(int argc, char **argv, const struct global_options *g);
 
 /* caem eval CKPT: evaluate a checkpoint on one split of a task. */
 int command_eval(int argc, char **argv, const struct global_options *g);
+
+/* caem run [-e CHUNK]... SCRIPT|- [ARGS...] (argv[0] "caem run") and
+ * caem -e CHUNK... [SCRIPT [ARGS...]] (argv[0] "caem"): Lua chunks and a
+ * script run headless. */
+int command_run(int argc, char **argv, const struct global_options *g);
 
 #endif
