@@ -1,4 +1,4 @@
-/* caem run and caem -e: Lua with the caem module, headless. */
+/* caem run, caem -e and the plain REPL: Lua with the caem module. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +7,7 @@
 #include "interrupt.h"
 #include "lua_caem.h"
 #include "lua_runner.h"
+#include "repl.h"
 
 static void print_run_usage(FILE *out)
 {
@@ -133,4 +134,21 @@ int command_run(int argc, char **argv, const struct global_options *g)
     interrupt_uninstall();
     free(chunks);
     return status == LUA_OK ? 0 : 1;
+}
+
+int command_repl(const struct global_options *g)
+{
+    struct caem_error err;
+    struct lua_runner runner;
+    if (interrupt_install(INTERRUPT_REPL, &err) != 0 ||
+        lua_runner_open(&runner, g->verbose, &err) != 0) {
+        fprintf(stderr, "caem: %s\n", err.message);
+        interrupt_uninstall();
+        return 1;
+    }
+    lua_runner_set_arg(runner.L, g->all_argc, g->all_argv, 0);
+    int status = repl_run(&runner);
+    lua_runner_close(&runner);
+    interrupt_uninstall();
+    return status;
 }

@@ -42,4 +42,7 @@ int command_eval(int argc, char **argv, const struct global_options *g);
  * script run headless. */
 int command_run(int argc, char **argv, const struct global_options *g);
 
+/* caem --plain, and caem without a command: the plain REPL. */
+int command_repl(const struct global_options *g);
+
 #endif

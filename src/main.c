@@ -35,6 +35,7 @@ struct options {
 static void print_usage(FILE *out)
 {
     fputs("usage: caem [OPTIONS] COMMAND [ARGS]\n"
+            "       caem [OPTIONS] [--plain]\n"
             "\n"
             "Commands:\n"
             "  run [-e CHUNK]... SCRIPT.lua [ARGS...]\n"
@@ -43,6 +44,8 @@ static void print_usage(FILE *out)
             "                  reads it from standard input (caem run --help)\n"
             "  -e CHUNK [-e CHUNK]... [SCRIPT.lua [ARGS...]]\n"
             "                  run Lua chunks in order, then the script if one is given\n"
+            "  --plain         the Lua REPL on standard input, with GNU readline; also what\n"
+            "                  caem without a command starts (there is no live screen yet)\n"
             "  corpus [--out DIR] [--max-examples N] [--lists DIR] [--wordnet DIR]\n"
             "         [--vocab-size N]\n"
             "                  build the default corpus (summarization, classification and\n"
@@ -72,7 +75,17 @@ static void print_usage(FILE *out)
             "  --help             this text\n"
             "  --version          the version\n"
             "\n"
-            "This version has no REPL, live screen or CAEM merge yet (see README.md).\n",
+            "The REPL prints the values of expressions (a line that compiles after\n"
+            "\"return \", or =EXPR) and continues an incomplete chunk on the next line.\n"
+            "Tab completes globals, fields (a.b.) and methods (obj:). Ctrl-C clears the\n"
+            "line; on an empty line it stops the jobs running in the background. Ctrl-D\n"
+            "on an empty line quits, asking first while jobs run. History is kept in\n"
+            "$HOME/.caem_history. When standard input is not a terminal, the REPL reads\n"
+            "the same lines without prompts, stops the jobs still running at the end of\n"
+            "the input, and exits with status 1 when a chunk failed; use caem run - to\n"
+            "run standard input as one script instead.\n"
+            "\n"
+            "This version has no live screen or CAEM merge yet (see README.md).\n",
           out);
 }
 
@@ -322,7 +335,14 @@ int main(int argc, char **argv)
     if (argc < 0)
         return 2;
     backend_cpu_set_threads(g.threads);
-    if (argc > 1 && strcmp(argv[1], "-e") == 0)
+    if (argc == 1)
+        return command_repl(&g);
+    if (strcmp(argv[1], "--plain") == 0) {
+        if (argc > 2)
+            return usage_error("unexpected argument '%s' after --plain", argv[2]);
+        return command_repl(&g);
+    }
+    if (strcmp(argv[1], "-e") == 0)
         return command_run(argc, argv, &g);
     for (size_t i = 0; argc > 1 && i < sizeof own_parsers / sizeof own_parsers[0]; i++) {
         if (strcmp(argv[1], own_parsers[i].name) != 0)
