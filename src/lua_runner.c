@@ -4,6 +4,7 @@
 #include <lualib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "interrupt.h"
 #include "lua_caem.h"
@@ -46,6 +47,20 @@ static int message_handler(lua_State *L)
     return 1;
 }
 
+/* print, with the runner (upvalue 2) drawing a progress line on the terminal
+ * where stdout goes too: ends that line first, so that what a job callback
+ * prints during a wait starts on a line of its own. Upvalue 1 is the
+ * standard print. */
+static int print_after_progress(lua_State *L)
+{
+    struct lua_runner *r = lua_touserdata(L, lua_upvalueindex(2));
+    progress_finish(&r->progress);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 0);
+    return 0;
+}
+
 int lua_runner_call(struct lua_runner *r, int nargs, int nresults)
 {
     lua_State *L = r->L;
@@ -73,6 +88,12 @@ int lua_runner_open(struct lua_runner *r, int traceback, struct caem_error *err)
         return caem_fail(err, "cannot create a Lua state: out of memory");
     r->L = L;
     luaL_openlibs(L);
+    if (r->progress.terminal && isatty(STDOUT_FILENO)) {
+        lua_getglobal(L, "print");
+        lua_pushlightuserdata(L, r);
+        lua_pushcclosure(L, print_after_progress, 2);
+        lua_setglobal(L, "print");
+    }
 
     /* require "caem" finds the module in package.preload */
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);

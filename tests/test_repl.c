@@ -222,7 +222,9 @@ struct session {
 static int session_start(struct session *s, const char *home)
 {
     memset(s, 0, sizeof *s);
-    struct winsize size = { 24, 100, 0, 0 };
+    /* wide enough that readline never scrolls a typed line sideways, which
+     * draws the prompt again */
+    struct winsize size = { 24, 400, 0, 0 };
     fflush(stdout);
     s->pid = forkpty(&s->master, NULL, NULL, &size);
     if (s->pid < 0)
@@ -275,12 +277,12 @@ static void session_type(struct session *s, const char *keys)
         printf("  writing to the terminal failed: %s\n", strerror(errno));
 }
 
-/* Types a line and waits for the prompt after it. */
+/* Types a line and waits for its echo, then for the prompt after it. */
 static int session_line(struct session *s, const char *line)
 {
     session_type(s, line);
     session_type(s, "\r");
-    return session_expect(s, "caem> ");
+    return session_expect(s, line) && session_expect(s, "caem> ");
 }
 
 /* Waits for the program to end; returns its exit status, or -1 after
@@ -477,6 +479,22 @@ static void test_session_jobs(void)
     CHECK(session_line(s, "job:stop(); job:wait()"));
     session_type(s, "=job:status().state\r");
     EXPECT(s, "\r\nstopped\r\n");
+
+    /* what a callback prints during a wait starts on a line of its own,
+     * not after the progress line */
+    CHECK(session_line(s, "cb = model:train{task = task, steps = 60, batch = 16, every = 20, "
+                          "on_step = function(st) print('callback', st.step) end}"));
+    size_t before = s->mark;
+    CHECK(session_line(s, "cb:wait()"));
+    for (int step = 20; step <= 60; step += 20) {
+        char text[32];
+        snprintf(text, sizeof text, "callback\t%d\r\n", step);
+        const char *found = strstr(s->output + before, text);
+        CHECK_MSG(found != NULL, "no '%s' in:\n%s", text, s->output + before);
+        if (found != NULL)
+            CHECK_MSG(found[-1] == '\n', "'%s' starts after other text:\n%s", text,
+                      s->output + before);
+    }
 
     /* Ctrl-C on an empty prompt stops a job running in the background */
     CHECK(session_line(s, "bg = model:train{task = task, steps = 100000, batch = 4}"));
