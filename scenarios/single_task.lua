@@ -55,7 +55,7 @@ local function evaluate(label)
                                 results = out_dir .. "/results"}:wait()
   local figures = {}
   for _, name in ipairs(sorted_keys(result.figures)) do
-    figures[#figures + 1] = ("%s %.4f"):format(name, result.figures[name])
+    figures[#figures + 1] = ("%s %.2f"):format(name, result.figures[name])
   end
   print(("%s: %d validation examples, loss %.4f, %s"):format(label, result.examples,
                                                             result.loss,
@@ -80,7 +80,7 @@ print(("trained %d steps in %.0f s: loss %.4f, validation loss %s"):format(
 
 local after = evaluate("after")
 for _, name in ipairs(sorted_keys(after.figures)) do
-  print(("%s: %.4f -> %.4f"):format(name, before.figures[name] or 0 / 0, after.figures[name]))
+  print(("%s: %.2f -> %.2f"):format(name, before.figures[name] or 0 / 0, after.figures[name]))
 end
 print("\nexpert usage after training (validation split):")
 caem.print_usage(after.usage)
