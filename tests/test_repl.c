@@ -564,6 +564,22 @@ static void test_stream_without_terminal(void)
     if (f != NULL)
         fclose(f);
     CHECK_MSG(strstr(text, "<eof>") != NULL, "output:\n%s", text);
+
+    /* --verbose adds the traceback to an error */
+    snprintf(command, sizeof command,
+             "printf 'local function g() error(\"deep\") end g()\\n=1\\n' | HOME=%s %s "
+             "--verbose > %s 2>&1", dir, caem, output);
+    rc = system(command);
+    CHECK_INT_EQ(WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, 1);
+    f = fopen(output, "r");
+    n = f != NULL ? fread(text, 1, sizeof text - 1, f) : 0;
+    text[n] = '\0';
+    if (f != NULL)
+        fclose(f);
+    static const char expected[] = "stdin:1: deep\nstack traceback:\n";
+    CHECK_MSG(strncmp(text, expected, sizeof expected - 1) == 0, "output:\n%s", text);
+    CHECK_MSG(strstr(text, "in local 'g'") != NULL, "output:\n%s", text);
+    CHECK_MSG(strstr(text, "\n1\n") != NULL, "output:\n%s", text);
 }
 
 static void test_fixtures_prepared(void)
