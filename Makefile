@@ -5,6 +5,7 @@
 #                   UndefinedBehaviorSanitizer); ends with "N passed, M failed"
 #   make demo       build the corpus (make data), then run the main job: fine-tune
 #                   and evaluate a model on its classification task
+#                   (scenarios/single_task.lua)
 #   make data       build the default corpus from Debian's own text into build/data,
 #                   with its SentencePiece vocabulary build/data/spm.model
 #   make bench      time a training step and generation (beside the reference where
@@ -14,7 +15,7 @@
 # The first build installs missing Debian packages through tools/deps.sh.
 
 BUILD := build
-PKGS := jansson libutf8proc hdf5-serial lua5.4
+PKGS := jansson libutf8proc hdf5-serial lua5.4 readline
 # OpenBLAS built for OpenMP, so that its threads and the OpenMP loops share
 # one thread pool (the default pthread build's threads compete with them). Its
 # directory is not the system default, hence the rpath.
@@ -127,16 +128,14 @@ test: all unit-tests
 	@CAEM_ROOT=$(CURDIR) tests/run.sh $(TESTS) --variant asan $(SAN_TESTS)
 
 # The main job: fine-tune the "tiny" model on the default corpus's classification
-# task (about 1.5 minutes on two cores), evaluate it before and after, then show
-# what its checkpoint holds.
+# task (about 1.5 minutes on two cores) with scenarios/single_task.lua, which
+# evaluates it before and after and writes build/demo/classification.h5, then
+# show what the checkpoint holds.
 DEMO_DIR := $(BUILD)/demo
-DEMO_TRAIN := --task classification --preset tiny --steps 1200 --batch 16 --max-input 128 \
-              --lr 2e-3 --validate-every 300 --eval-limit 214
 
 demo: all data
 	@mkdir -p $(DEMO_DIR)
-	./caem train --data $(BUILD)/data $(DEMO_TRAIN) --checkpoint $(DEMO_DIR)/classification.h5 \
-	    --results $(DEMO_DIR)/results
+	./caem run scenarios/single_task.lua
 	./caem info $(DEMO_DIR)/classification.h5
 
 data: all

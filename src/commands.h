@@ -14,6 +14,10 @@ struct global_options {
     unsigned long long seed;
     int seed_given; /* 1 when --seed was on the command line */
     int verbose;
+    /* the command line as given, before the common options were taken out,
+     * for the Lua table `arg` */
+    int all_argc;
+    char **all_argv;
 };
 
 /* Parses a decimal integer in [min, max] for the option named `what`. On
@@ -33,5 +37,13 @@ int command_train(int argc, char **argv, const struct global_options *g);
 
 /* caem eval CKPT: evaluate a checkpoint on one split of a task. */
 int command_eval(int argc, char **argv, const struct global_options *g);
+
+/* caem run [-e CHUNK]... SCRIPT|- [ARGS...] (argv[0] "caem run") and
+ * caem -e CHUNK... [SCRIPT [ARGS...]] (argv[0] "caem"): Lua chunks and a
+ * script run headless. */
+int command_run(int argc, char **argv, const struct global_options *g);
+
+/* caem --plain, and caem without a command: the plain REPL. */
+int command_repl(const struct global_options *g);
 
 #endif

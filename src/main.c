@@ -35,8 +35,17 @@ struct options {
 static void print_usage(FILE *out)
 {
     fputs("usage: caem [OPTIONS] COMMAND [ARGS]\n"
+            "       caem [OPTIONS] [--plain]\n"
             "\n"
             "Commands:\n"
+            "  run [-e CHUNK]... SCRIPT.lua [ARGS...]\n"
+            "                  run a Lua script with the caem module, without the screen:\n"
+            "                  job progress on stderr, what it prints on stdout; SCRIPT -\n"
+            "                  reads it from standard input (caem run --help)\n"
+            "  -e CHUNK [-e CHUNK]... [SCRIPT.lua [ARGS...]]\n"
+            "                  run Lua chunks in order, then the script if one is given\n"
+            "  --plain         the Lua REPL on standard input, with GNU readline; also what\n"
+            "                  caem without a command starts (there is no live screen yet)\n"
             "  corpus [--out DIR] [--max-examples N] [--lists DIR] [--wordnet DIR]\n"
             "         [--vocab-size N]\n"
             "                  build the default corpus (summarization, classification and\n"
@@ -66,7 +75,17 @@ static void print_usage(FILE *out)
             "  --help             this text\n"
             "  --version          the version\n"
             "\n"
-            "This version has no Lua REPL, live screen or CAEM merge yet (see README.md).\n",
+            "The REPL prints the values of expressions (a line that compiles after\n"
+            "\"return \", or =EXPR) and continues an incomplete chunk on the next line.\n"
+            "Tab completes globals, fields (a.b.) and methods (obj:). Ctrl-C clears the\n"
+            "line; on an empty line it stops the jobs running in the background. Ctrl-D\n"
+            "on an empty line quits, asking first while jobs run. History is kept in\n"
+            "$HOME/.caem_history. When standard input is not a terminal, the REPL reads\n"
+            "the same lines without prompts, stops the jobs still running at the end of\n"
+            "the input, and exits with status 1 when a chunk failed; use caem run - to\n"
+            "run standard input as one script instead.\n"
+            "\n"
+            "This version has no live screen or CAEM merge yet (see README.md).\n",
           out);
 }
 
@@ -191,46 +210,86 @@ static const struct {
     const char *name;
     int (*run)(int argc, char **argv, const struct global_options *g);
 } own_parsers[] = {
+    { "run", command_run },
     { "train", command_train },
     { "eval", command_eval },
     { "info", run_info },
     { "import", run_import },
 };
 
-/* Takes the common options (--device, --threads, --seed, --verbose, as
- * "--name value" or "--name=value") out of argv, wherever they are, into g.
- * Returns the new argc, or -1 after printing a usage error. */
-static int take_global_options(int argc, char **argv, struct global_options *g)
+/* The common options that take a value. */
+static const char *const global_value_options[] = { "--device", "--threads", "--seed" };
+
+/* Returns which of global_value_options arg is (as "--name" or "--name=value",
+ * with *value set to the text after '=' or NULL), or -1. */
+static int match_global_value_option(const char *arg, const char **value)
 {
-    static const char *const with_value[] = { "--device", "--threads", "--seed" };
-    int kept = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (strcmp(arg, "--") == 0) {
-            while (i < argc)
-                argv[kept++] = argv[i++];
-            break;
+    for (int k = 0; k < 3; k++) {
+        size_t n = strlen(global_value_options[k]);
+        if (strncmp(arg, global_value_options[k], n) == 0 && (arg[n] == '\0' || arg[n] == '=')) {
+            *value = arg[n] == '=' ? arg + n + 1 : NULL;
+            return k;
         }
+    }
+    return -1;
+}
+
+/* Returns the index of the Lua script in a caem run or caem -e command line,
+ * or argc when there is none. The words after the script are its own
+ * arguments, so the common options are not taken out of them. */
+static int find_lua_script(int argc, char **argv)
+{
+    int lua = 0; /* after "run" or a "-e" */
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i], *value;
+        if (strcmp(arg, "--") == 0)
+            return lua && i + 1 < argc ? i + 1 : argc;
+        if (match_global_value_option(arg, &value) >= 0) {
+            if (value == NULL)
+                i++;
+            continue;
+        }
+        if (strcmp(arg, "-e") == 0) {
+            lua = 1;
+            i++;
+            continue;
+        }
+        if (arg[0] == '-' && arg[1] != '\0')
+            continue;
+        if (!lua && strcmp(arg, "run") == 0) {
+            lua = 1;
+            continue;
+        }
+        return lua ? i : argc;
+    }
+    return argc;
+}
+
+/* Takes the common options (--device, --threads, --seed, --verbose, as
+ * "--name value" or "--name=value") out of argv[1..end), wherever they are,
+ * into g. The words from argv[end] on stay as they are. Returns the new
+ * argc, or -1 after printing a usage error. */
+static int take_global_options(int argc, char **argv, int end, struct global_options *g)
+{
+    int kept = 1;
+    int i = 1;
+    for (; i < end; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--") == 0)
+            break;
         if (strcmp(arg, "--verbose") == 0) {
             g->verbose = 1;
             continue;
         }
         const char *value = NULL;
-        int matched = -1;
-        for (int k = 0; k < 3; k++) {
-            size_t n = strlen(with_value[k]);
-            if (strncmp(arg, with_value[k], n) == 0 && (arg[n] == '\0' || arg[n] == '=')) {
-                matched = k;
-                value = arg[n] == '=' ? arg + n + 1 : NULL;
-            }
-        }
+        int matched = match_global_value_option(arg, &value);
         if (matched < 0) {
             argv[kept++] = argv[i];
             continue;
         }
         if (value == NULL) {
-            if (i + 1 >= argc) {
-                usage_error("missing value for %s", with_value[matched]);
+            if (i + 1 >= end) {
+                usage_error("missing value for %s", global_value_options[matched]);
                 return -1;
             }
             value = argv[++i];
@@ -253,6 +312,8 @@ static int take_global_options(int argc, char **argv, struct global_options *g)
             g->seed_given = 1;
         }
     }
+    while (i < argc)
+        argv[kept++] = argv[i++];
     argv[kept] = NULL;
     return kept;
 }
@@ -262,11 +323,28 @@ int main(int argc, char **argv)
     threads_prefer_passive_wait(argv);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
-    struct global_options g = { "cpu", 0, 1, 0, 0 };
-    argc = take_global_options(argc, argv, &g);
+    /* the Lua table arg shows the command line as given */
+    char **all_argv = malloc(sizeof *all_argv * ((size_t)argc + 1));
+    if (all_argv == NULL) {
+        fprintf(stderr, "caem: out of memory\n");
+        return 1;
+    }
+    memcpy(all_argv, argv, sizeof *all_argv * ((size_t)argc + 1));
+    struct global_options g = { "cpu", 0, 1, 0, 0, argc, all_argv };
+    int script = find_lua_script(argc, argv);
+    argc = take_global_options(argc, argv, script < argc ? script + 1 : argc, &g);
     if (argc < 0)
         return 2;
     backend_cpu_set_threads(g.threads);
+    if (argc == 1)
+        return command_repl(&g);
+    if (strcmp(argv[1], "--plain") == 0) {
+        if (argc > 2)
+            return usage_error("unexpected argument '%s' after --plain", argv[2]);
+        return command_repl(&g);
+    }
+    if (strcmp(argv[1], "-e") == 0)
+        return command_run(argc, argv, &g);
     for (size_t i = 0; argc > 1 && i < sizeof own_parsers / sizeof own_parsers[0]; i++) {
         if (strcmp(argv[1], own_parsers[i].name) != 0)
             continue;
