@@ -61,6 +61,7 @@ int luaopen_caem(lua_State *L)
     lua_caem_open_task(L);
     lua_caem_open_job(L);
     lua_caem_open_metrics(L);
+    lua_caem_open_merge(L);
     lua_caem_run_prelude(L);
     return 1;
 }

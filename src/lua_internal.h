@@ -117,6 +117,9 @@ void push_evaluation(lua_State *L, const struct evaluation *e, const char *task)
 void push_status(lua_State *L, const struct job_status *s);
 void push_history(lua_State *L, const struct checkpoint_history *h);
 void push_report(lua_State *L, const struct dataset_report *r);
+/* The /merge provenance as a table (slots' sources 1-based, experts 0-based
+ * as in tensor names), or nil for a model that was not merged. */
+void push_merge(lua_State *L, const struct checkpoint *ck);
 
 /* ---- lua_model.c, lua_task.c, lua_job.c, lua_metrics.c ---- */
 
@@ -126,6 +129,7 @@ void lua_caem_open_model(lua_State *L);
 void lua_caem_open_task(lua_State *L);
 void lua_caem_open_job(lua_State *L);
 void lua_caem_open_metrics(lua_State *L);
+void lua_caem_open_merge(lua_State *L);
 
 struct lua_model *lua_model_check(lua_State *L, int index);
 struct lua_task *lua_task_check(lua_State *L, int index);

@@ -330,7 +330,7 @@ static void push_run_field(lua_State *L, struct lua_model *lm, const char *key)
         push_attributes(L, ck);
 }
 
-/* Fields: config, parameters, name, path, step, attributes, busy. */
+/* Fields: config, parameters, name, path, step, attributes, busy, merge. */
 static int push_model_field(lua_State *L, struct lua_model *lm, const char *key)
 {
     const struct checkpoint *ck = &lm->state;
@@ -346,6 +346,8 @@ static int push_model_field(lua_State *L, struct lua_model *lm, const char *key)
         push_run_field(L, lm, key);
     else if (strcmp(key, "busy") == 0)
         lua_pushboolean(L, lm->job != NULL && !lua_job_ended(lm->job));
+    else if (strcmp(key, "merge") == 0)
+        push_merge(L, ck);
     else
         return 0;
     return 1;
@@ -446,6 +448,8 @@ static void push_info(lua_State *L, const char *path, const struct checkpoint *c
     lua_setfield(L, -2, "usage");
     push_history(L, &ck->history);
     lua_setfield(L, -2, "history");
+    push_merge(L, ck);
+    lua_setfield(L, -2, "merge");
 }
 
 static int summary_gc(lua_State *L)
