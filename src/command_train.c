@@ -2,71 +2,20 @@
  * checkpoints that resume exactly. */
 #include <getopt.h>
 #include <signal.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "checkpoint.h"
+#include "checkpoint_edit.h"
 #include "command_task.h"
 #include "commands.h"
 #include "config.h"
+#include "jobs.h"
 #include "results.h"
 #include "train.h"
 
 /* ---- checkpoints ---- */
-
-static const char *const history_columns[] = {
-    "step", "loss", "cross_entropy", "router_z", "balance", "grad_norm", "validation",
-    "encoder_entropy", "decoder_entropy", "tokens_per_second", "elapsed",
-};
-#define HISTORY_COLUMNS ((int)(sizeof history_columns / sizeof history_columns[0]))
-
-static void record_values(const struct train_record *r, double *v)
-{
-    double values[HISTORY_COLUMNS] = {
-        (double)r->step, r->loss, r->cross_entropy, r->router_z, r->balance, r->grad_norm,
-        r->validation, r->encoder_entropy, r->decoder_entropy, r->tokens_per_second,
-        r->elapsed,
-    };
-    memcpy(v, values, sizeof values);
-}
-
-/* The history to save: the rows of a resumed checkpoint, then this process's
- * steps. The column arrays are allocated; the names are borrowed. */
-static int history_build(const struct checkpoint_history *previous,
-                         const struct train_record *records, long count,
-                         struct checkpoint_history *out, struct caem_error *err)
-{
-    long old_rows = 0;
-    if (previous != NULL && previous->columns == HISTORY_COLUMNS)
-        old_rows = previous->rows;
-    long rows = old_rows + count;
-    memset(out, 0, sizeof *out);
-    out->columns = HISTORY_COLUMNS;
-    out->rows = rows;
-    out->names = (char **)history_columns;
-    out->values = malloc(sizeof(double) * (size_t)HISTORY_COLUMNS * (size_t)(rows > 0 ? rows : 1));
-    if (out->values == NULL)
-        return caem_fail(err, "out of memory for a history of %ld steps", rows);
-    for (int c = 0; c < HISTORY_COLUMNS; c++) {
-        double *column = out->values + (size_t)c * rows;
-        for (long r = 0; r < old_rows; r++) {
-            int at = -1;
-            for (int k = 0; k < previous->columns; k++)
-                if (strcmp(previous->names[k], history_columns[c]) == 0)
-                    at = k;
-            column[r] = at >= 0 ? previous->values[(size_t)at * previous->rows + r] : NAN;
-        }
-    }
-    for (long r = 0; r < count; r++) {
-        double v[HISTORY_COLUMNS];
-        record_values(&records[r], v);
-        for (int c = 0; c < HISTORY_COLUMNS; c++)
-            out->values[(size_t)c * rows + old_rows + r] = v[c];
-    }
-    return 0;
-}
 
 struct run_context {
     const struct run_options *options;
@@ -118,9 +67,7 @@ static int save_training_checkpoint(const struct run_context *rc, const char *pa
         ck.usage_count = 2;
     }
 
-    long count;
-    const struct train_record *records = trainer_history(rc->trainer, &count);
-    if (history_build(rc->previous_history, records, count, &ck.history, err) != 0)
+    if (train_history_build(rc->previous_history, rc->trainer, &ck.history, err) != 0)
         return -1;
     char *names[] = { "task", "tokenizer", "base" };
     char *values[] = { (char *)rc->task->name, (char *)rc->tokenizer_path, (char *)rc->base };
@@ -128,7 +75,7 @@ static int save_training_checkpoint(const struct run_context *rc, const char *pa
     ck.attr_values = values;
     ck.attr_count = 3;
     int status = checkpoint_save(path, &ck, err);
-    free(ck.history.values);
+    checkpoint_history_free(&ck.history);
     return status;
 }
 

@@ -47,14 +47,13 @@ static const double *previous_column(const struct checkpoint_history *h, int c)
     return NULL;
 }
 
-/* Builds the history of the whole run: the previous rows, then this
- * process's steps. */
-static int history_build(const struct train_job *tj, struct checkpoint_history *out,
-                         struct caem_error *err)
+int train_history_build(const struct checkpoint_history *previous,
+                        const struct trainer *trainer, struct checkpoint_history *out,
+                        struct caem_error *err)
 {
     long count;
-    const struct train_record *records = trainer_history(tj->trainer, &count);
-    long old_rows = tj->previous.rows, rows = old_rows + count;
+    const struct train_record *records = trainer_history(trainer, &count);
+    long old_rows = previous != NULL ? previous->rows : 0, rows = old_rows + count;
     /* the column names, copied from a table without rows */
     struct checkpoint_history names = { TRAIN_HISTORY_COLUMNS,
                                         (char **)train_history_columns, 0, NULL };
@@ -68,7 +67,7 @@ static int history_build(const struct train_job *tj, struct checkpoint_history *
         return caem_fail(err, "out of memory for a history of %ld steps", rows);
     }
     for (int c = 0; c < TRAIN_HISTORY_COLUMNS; c++) {
-        const double *old = previous_column(&tj->previous, c);
+        const double *old = previous != NULL ? previous_column(previous, c) : NULL;
         for (long r = 0; r < old_rows; r++)
             out->values[(size_t)c * rows + r] = old != NULL ? old[r] : NAN;
     }
@@ -103,7 +102,7 @@ int train_job_store(struct train_job *tj, struct caem_error *err)
     struct checkpoint *ck = tj->state;
     struct checkpoint_history history;
     if (checkpoint_set_optimizer(ck, trainer_optimizer(tj->trainer), err) != 0 ||
-        history_build(tj, &history, err) != 0)
+        train_history_build(&tj->previous, tj->trainer, &history, err) != 0)
         return -1;
     checkpoint_history_free(&ck->history);
     ck->history = history;

@@ -22,6 +22,13 @@
 extern const char *const train_history_columns[];
 #define TRAIN_HISTORY_COLUMNS 11
 
+/* Builds the history of a whole run in out: the rows of `previous` (a
+ * resumed run's; may be NULL), then the trainer's steps, in the columns
+ * above. checkpoint_history_free releases it. */
+int train_history_build(const struct checkpoint_history *previous,
+                        const struct trainer *trainer, struct checkpoint_history *out,
+                        struct caem_error *err);
+
 struct train_job_options {
     struct train_options train; /* train.steps counts the resumed steps too */
     /* 1: continue the run stored in the state (optimizer, train state,
