@@ -220,8 +220,13 @@ static int resume_state(struct run_context *rc, const struct checkpoint *loaded,
     memcpy(opt->tensor_steps, saved->tensor_steps,
            sizeof *opt->tensor_steps * (size_t)rc->model->layout.count);
     opt->step = saved->step;
-    struct train_state state = { loaded->train.seed, loaded->train.step, loaded->train.epoch,
-                                 loaded->train.epoch_batch, loaded->train.rng_next };
+    struct train_state state;
+    memset(&state, 0, sizeof state);
+    state.seed = loaded->train.seed;
+    state.step = loaded->train.step;
+    state.epoch = loaded->train.epoch;
+    state.epoch_batch = loaded->train.epoch_batch;
+    state.rng_next = loaded->train.rng_next;
     if (loaded->train.batch_size != (int)rc->options->batch ||
         loaded->train.accumulation != (int)rc->options->accumulation)
         return caem_fail(err, "%s was trained with batch %d and accumulation %d; resume it "
@@ -230,7 +235,7 @@ static int resume_state(struct run_context *rc, const struct checkpoint *loaded,
     for (int i = 0; i < loaded->usage_count; i++) {
         const struct checkpoint_usage *u = &loaded->usage[i];
         if (strcmp(u->task, rc->task->name) == 0 && strcmp(u->split, "train") == 0 &&
-            trainer_add_usage(rc->trainer, &u->table, err) != 0)
+            trainer_add_usage(rc->trainer, 0, &u->table, err) != 0)
             return -1;
     }
     return trainer_set_state(rc->trainer, &state, err);

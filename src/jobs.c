@@ -207,8 +207,13 @@ static int resume_run(struct train_job *tj, struct caem_error *err)
     memcpy(opt->tensor_steps, saved->tensor_steps,
            sizeof *opt->tensor_steps * (size_t)ck->model->layout.count);
     opt->step = saved->step;
-    struct train_state state = { ck->train.seed, ck->train.step, ck->train.epoch,
-                                 ck->train.epoch_batch, ck->train.rng_next };
+    struct train_state state;
+    memset(&state, 0, sizeof state);
+    state.seed = ck->train.seed;
+    state.step = ck->train.step;
+    state.epoch = ck->train.epoch;
+    state.epoch_batch = ck->train.epoch_batch;
+    state.rng_next = ck->train.rng_next;
     if (trainer_set_state(tj->trainer, &state, err) != 0)
         return -1;
     return checkpoint_history_copy(&tj->previous, &ck->history, err);

@@ -9,24 +9,32 @@
 
 #include "evaluate.h"
 
+/* One task's place in its data and its usage. */
+struct task_stream {
+    const struct task *task;
+    uint32_t epoch;
+    long epoch_batch;
+    struct task_batches batches;
+    int open;
+    struct usage_table step_usage; /* the current step's micro-batches of this task */
+    struct usage_table usage;      /* every step of this run, this task's batches */
+};
+
 struct trainer {
     struct model *model;
-    const struct task *task;
+    const struct task *task; /* the first task, which names the run */
+    int task_count;
+    struct task_stream streams[TRAIN_MAX_TASKS];
     struct train_options options;
     struct adamw *optimizer;
     enum train_status status;
     char message[CAEM_ERROR_MAX];
 
-    /* position in the data */
     long step;
-    uint32_t epoch;
-    long epoch_batch;
-    struct task_batches batches;
-    int batches_open;
 
     /* statistics, written by the driving thread */
-    struct usage_table step_usage;       /* the current step's micro-batches */
-    struct usage_table usage;            /* every step of this run */
+    struct usage_table step_usage;       /* the current step's micro-batches, all tasks */
+    struct usage_table usage;            /* every step of this run, all tasks */
     struct usage_table window_usage;     /* the steps of the open window */
     struct usage_table last_window;      /* the last completed window */
     struct usage_table validation_usage; /* the last validation pass */
@@ -88,20 +96,28 @@ static int check_options(const struct train_options *o, struct caem_error *err)
     return 0;
 }
 
-int trainer_create(struct trainer **out, struct model *m, const struct task *task,
-                   const struct train_options *options, struct caem_error *err)
+int trainer_create_multi(struct trainer **out, struct model *m,
+                         const struct task *const *tasks, int count,
+                         const struct train_options *options, struct caem_error *err)
 {
     *out = NULL;
     if (check_options(options, err) != 0)
         return -1;
-    const struct task_split *train = &task->splits[TASK_SPLIT_TRAIN];
-    if (!train->tokenized || train->tokens.count == 0)
-        return caem_fail(err, "task '%s' has no tokenized train examples", task->name);
+    if (count < 1 || count > TRAIN_MAX_TASKS)
+        return caem_fail(err, "invalid number of tasks %d, expected 1 to %d", count,
+                         TRAIN_MAX_TASKS);
+    for (int k = 0; k < count; k++) {
+        const struct task_split *train = &tasks[k]->splits[TASK_SPLIT_TRAIN];
+        if (!train->tokenized || train->tokens.count == 0)
+            return caem_fail(err, "task '%s' has no tokenized train examples",
+                             tasks[k]->name);
+    }
     struct trainer *t = calloc(1, sizeof *t);
     if (t == NULL)
         return caem_fail(err, "out of memory for a trainer");
     t->model = m;
-    t->task = task;
+    t->task = tasks[0];
+    t->task_count = count;
     t->options = *options;
     t->status = TRAIN_READY;
     t->validation_loss = NAN;
@@ -110,12 +126,17 @@ int trainer_create(struct trainer **out, struct model *m, const struct task *tas
     t->last_finite_step = -1;
     t->started = seconds_now();
     pthread_mutex_init(&t->lock, NULL);
-    if (usage_table_init(&t->step_usage, &m->config, err) != 0 ||
-        usage_table_init(&t->usage, &m->config, err) != 0 ||
-        usage_table_init(&t->window_usage, &m->config, err) != 0 ||
-        usage_table_init(&t->last_window, &m->config, err) != 0 ||
-        usage_table_init(&t->validation_usage, &m->config, err) != 0 ||
-        adamw_create(&t->optimizer, m, &options->adamw, err) != 0) {
+    int failed = usage_table_init(&t->step_usage, &m->config, err) != 0 ||
+                 usage_table_init(&t->usage, &m->config, err) != 0 ||
+                 usage_table_init(&t->window_usage, &m->config, err) != 0 ||
+                 usage_table_init(&t->last_window, &m->config, err) != 0 ||
+                 usage_table_init(&t->validation_usage, &m->config, err) != 0;
+    for (int k = 0; k < count && !failed; k++) {
+        t->streams[k].task = tasks[k];
+        failed = usage_table_init(&t->streams[k].step_usage, &m->config, err) != 0 ||
+                 usage_table_init(&t->streams[k].usage, &m->config, err) != 0;
+    }
+    if (failed || adamw_create(&t->optimizer, m, &options->adamw, err) != 0) {
         trainer_free(t);
         return -1;
     }
@@ -123,17 +144,30 @@ int trainer_create(struct trainer **out, struct model *m, const struct task *tas
                                      &t->last_window, &t->validation_usage };
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
         tables[i]->count_padding = options->count_padding;
+    for (int k = 0; k < count; k++)
+        t->streams[k].step_usage.count_padding = t->streams[k].usage.count_padding =
+            options->count_padding;
     model_set_seed(m, options->seed);
     *out = t;
     return 0;
+}
+
+int trainer_create(struct trainer **out, struct model *m, const struct task *task,
+                   const struct train_options *options, struct caem_error *err)
+{
+    return trainer_create_multi(out, m, &task, 1, options, err);
 }
 
 void trainer_free(struct trainer *t)
 {
     if (t == NULL)
         return;
-    if (t->batches_open)
-        task_batches_end(&t->batches);
+    for (int k = 0; k < t->task_count; k++) {
+        if (t->streams[k].open)
+            task_batches_end(&t->streams[k].batches);
+        usage_table_free(&t->streams[k].step_usage);
+        usage_table_free(&t->streams[k].usage);
+    }
     adamw_free(t->optimizer);
     usage_table_free(&t->step_usage);
     usage_table_free(&t->usage);
@@ -150,39 +184,44 @@ struct adamw *trainer_optimizer(struct trainer *t)
     return t->optimizer;
 }
 
-/* Opens epoch t->epoch and skips the micro-batches already used. */
-static int open_epoch(struct trainer *t, struct caem_error *err)
+/* Opens the stream's epoch and skips the micro-batches already used. The
+ * order of a task's batches depends on (seed + task index, epoch), so the
+ * first task's order is that of a single-task run. */
+static int open_epoch(struct trainer *t, struct task_stream *ts, struct caem_error *err)
 {
-    if (t->batches_open)
-        task_batches_end(&t->batches);
-    t->batches_open = 0;
-    const struct task_tokens *tokens = &t->task->splits[TASK_SPLIT_TRAIN].tokens;
-    if (task_batches_begin(&t->batches, tokens, t->options.batch_size, TASK_BATCHES_BUCKETED,
-                           t->options.seed, t->epoch, err) != 0)
+    if (ts->open)
+        task_batches_end(&ts->batches);
+    ts->open = 0;
+    const struct task_tokens *tokens = &ts->task->splits[TASK_SPLIT_TRAIN].tokens;
+    uint64_t seed = t->options.seed + (uint64_t)(ts - t->streams);
+    if (task_batches_begin(&ts->batches, tokens, t->options.batch_size, TASK_BATCHES_BUCKETED,
+                           seed, ts->epoch, err) != 0)
         return -1;
-    t->batches_open = 1;
+    ts->open = 1;
     struct batch skipped;
-    for (long i = 0; i < t->epoch_batch; i++)
-        if (!task_batches_next(&t->batches, &skipped))
-            return caem_fail(err, "epoch %u has %ld batches, fewer than the %ld already used",
-                             t->epoch, i, t->epoch_batch);
+    for (long i = 0; i < ts->epoch_batch; i++)
+        if (!task_batches_next(&ts->batches, &skipped))
+            return caem_fail(err, "epoch %u of task '%s' has %ld batches, fewer than the %ld "
+                             "already used", ts->epoch, ts->task->name, i, ts->epoch_batch);
     return 0;
 }
 
-/* Fills b with the next micro-batch, moving to the next epoch at the end of one. */
-static int next_batch(struct trainer *t, struct batch *b, struct caem_error *err)
+/* Fills b with the stream's next micro-batch, moving to its next epoch at
+ * the end of one, so that a larger task rotates through its examples. */
+static int next_batch(struct trainer *t, struct task_stream *ts, struct batch *b,
+                      struct caem_error *err)
 {
-    if (!t->batches_open && open_epoch(t, err) != 0)
+    if (!ts->open && open_epoch(t, ts, err) != 0)
         return -1;
-    if (!task_batches_next(&t->batches, b)) {
-        t->epoch++;
-        t->epoch_batch = 0;
-        if (open_epoch(t, err) != 0)
+    if (!task_batches_next(&ts->batches, b)) {
+        ts->epoch++;
+        ts->epoch_batch = 0;
+        if (open_epoch(t, ts, err) != 0)
             return -1;
-        if (!task_batches_next(&t->batches, b))
-            return caem_fail(err, "task '%s' gives an empty epoch", t->task->name);
+        if (!task_batches_next(&ts->batches, b))
+            return caem_fail(err, "task '%s' gives an empty epoch", ts->task->name);
     }
-    t->epoch_batch++;
+    ts->epoch_batch++;
     return 0;
 }
 
@@ -243,25 +282,33 @@ static int accumulate_gradients(struct trainer *t, struct train_record *r, long 
 {
     struct model *m = t->model;
     int accumulation = t->options.accumulation;
+    int micro_batches = accumulation * t->task_count;
     model_zero_grad(m);
     usage_table_clear(&t->step_usage);
-    for (int k = 0; k < accumulation; k++) {
-        struct batch b;
-        struct model_losses losses;
-        if (next_batch(t, &b, err) != 0)
+    for (int task = 0; task < t->task_count; task++) {
+        struct task_stream *ts = &t->streams[task];
+        usage_table_clear(&ts->step_usage);
+        for (int k = 0; k < accumulation; k++) {
+            struct batch b;
+            struct model_losses losses;
+            if (next_batch(t, ts, &b, err) != 0)
+                return -1;
+            if (model_forward(m, &b, &losses, err) != 0 || model_backward(m, err) != 0)
+                return -1;
+            if (usage_table_collect(&ts->step_usage, m, &b, err) != 0)
+                return -1;
+            r->loss += losses.total / micro_batches;
+            r->cross_entropy += losses.cross_entropy / micro_batches;
+            r->router_z += (losses.encoder_z + losses.decoder_z) / micro_batches;
+            r->balance += (losses.encoder_balance + losses.decoder_balance) / micro_batches;
+            *tokens += batch_real_tokens(&b);
+        }
+        if (usage_table_add(&t->step_usage, &ts->step_usage, err) != 0)
             return -1;
-        if (model_forward(m, &b, &losses, err) != 0 || model_backward(m, err) != 0)
-            return -1;
-        if (usage_table_collect(&t->step_usage, m, &b, err) != 0)
-            return -1;
-        r->loss += losses.total / accumulation;
-        r->cross_entropy += losses.cross_entropy / accumulation;
-        r->router_z += (losses.encoder_z + losses.decoder_z) / accumulation;
-        r->balance += (losses.encoder_balance + losses.decoder_balance) / accumulation;
-        *tokens += batch_real_tokens(&b);
     }
-    if (accumulation > 1)
-        m->backend->scale(m->grads, 1.0f / (float)accumulation, m->layout.total);
+    /* the mean gradient of the micro-batches */
+    if (micro_batches > 1)
+        m->backend->scale(m->grads, 1.0f / (float)micro_batches, m->layout.total);
     return 0;
 }
 
@@ -300,6 +347,8 @@ int trainer_step(struct trainer *t, struct caem_error *err)
     t->last_finite_step = t->step;
     usage_table_add(&t->usage, &t->step_usage, err);
     usage_table_add(&t->window_usage, &t->step_usage, err);
+    for (int k = 0; k < t->task_count; k++)
+        usage_table_add(&t->streams[k].usage, &t->streams[k].step_usage, err);
     r.step = t->step;
     r.validation = NAN;
     r.encoder_entropy = usage_table_mean_entropy(&t->window_usage, 0);
@@ -328,23 +377,35 @@ int trainer_step(struct trainer *t, struct caem_error *err)
 int trainer_validate(struct trainer *t, double *loss, struct caem_error *err)
 {
     struct model *m = t->model;
-    const struct task_split *split = &t->task->splits[TASK_SPLIT_VALIDATION];
-    if (!split->tokenized || split->tokens.count == 0)
-        return caem_fail(err, "task '%s' has no tokenized validation examples",
-                         t->task->name);
-    long limit = t->options.validation_examples;
-    if (limit <= 0 || limit > split->tokens.count)
-        limit = split->tokens.count;
+    for (int k = 0; k < t->task_count; k++) {
+        const struct task *task = t->streams[k].task;
+        const struct task_split *split = &task->splits[TASK_SPLIT_VALIDATION];
+        if (!split->tokenized || split->tokens.count == 0)
+            return caem_fail(err, "task '%s' has no tokenized validation examples",
+                             task->name);
+    }
     /* Eval mode draws nothing from the random stream, so validation leaves
      * the training run's dropout and jitter as they would be without it. */
     int training = m->training;
     m->training = 0;
     usage_table_clear(&t->validation_usage);
-    int rc = evaluate_loss(m, &split->tokens, limit, t->options.batch_size,
-                           &t->validation_usage, loss, err);
+    double sum = 0.0;
+    int rc = 0;
+    for (int k = 0; k < t->task_count && rc == 0; k++) {
+        const struct task_split *split = &t->streams[k].task->splits[TASK_SPLIT_VALIDATION];
+        long limit = t->options.validation_examples;
+        if (limit <= 0 || limit > split->tokens.count)
+            limit = split->tokens.count;
+        double task_loss;
+        rc = evaluate_loss(m, &split->tokens, limit, t->options.batch_size,
+                           &t->validation_usage, &task_loss, err);
+        sum += task_loss;
+    }
     m->training = training;
     if (rc != 0)
         return -1;
+    /* with several tasks, the mean of the tasks' losses */
+    *loss = sum / t->task_count;
     pthread_mutex_lock(&t->lock);
     t->validation_loss = *loss;
     t->validation_step = t->step;
@@ -356,9 +417,14 @@ void trainer_get_state(const struct trainer *t, struct train_state *state)
 {
     state->seed = t->options.seed;
     state->step = t->step;
-    state->epoch = t->epoch;
-    state->epoch_batch = t->epoch_batch;
+    state->epoch = t->streams[0].epoch;
+    state->epoch_batch = t->streams[0].epoch_batch;
     state->rng_next = t->model->rng.next;
+    state->tasks = t->task_count;
+    for (int k = 0; k < t->task_count; k++) {
+        state->epochs[k] = t->streams[k].epoch;
+        state->epoch_batches[k] = t->streams[k].epoch_batch;
+    }
 }
 
 int trainer_set_state(struct trainer *t, const struct train_state *state,
@@ -371,11 +437,21 @@ int trainer_set_state(struct trainer *t, const struct train_state *state,
     if (state->step < 0 || state->epoch_batch < 0)
         return caem_fail(err, "invalid saved state: step %ld, epoch batch %ld", state->step,
                          state->epoch_batch);
+    int tasks = state->tasks > 0 ? state->tasks : 1;
+    if (tasks != t->task_count)
+        return caem_fail(err, "the saved run trained %d tasks, but this run has %d", tasks,
+                         t->task_count);
     t->step = state->step;
-    t->epoch = state->epoch;
-    t->epoch_batch = state->epoch_batch;
-    if (open_epoch(t, err) != 0)
-        return -1;
+    for (int k = 0; k < t->task_count; k++) {
+        struct task_stream *ts = &t->streams[k];
+        ts->epoch = state->tasks > 0 ? state->epochs[k] : state->epoch;
+        ts->epoch_batch = state->tasks > 0 ? state->epoch_batches[k] : state->epoch_batch;
+        if (ts->epoch_batch < 0)
+            return caem_fail(err, "invalid saved state: epoch batch %ld of task %d",
+                             ts->epoch_batch, k + 1);
+        if (open_epoch(t, ts, err) != 0)
+            return -1;
+    }
     t->model->rng.seed = state->seed;
     t->model->rng.next = state->rng_next;
     pthread_mutex_lock(&t->lock);
@@ -385,13 +461,27 @@ int trainer_set_state(struct trainer *t, const struct train_state *state,
     return 0;
 }
 
-int trainer_add_usage(struct trainer *t, const struct usage_table *usage,
+int trainer_add_usage(struct trainer *t, int task, const struct usage_table *usage,
                       struct caem_error *err)
 {
+    if (task < 0 || task >= t->task_count)
+        return caem_fail(err, "the run has no task %d", task + 1);
     pthread_mutex_lock(&t->lock);
     int status = usage_table_add(&t->usage, usage, err);
+    if (status == 0)
+        status = usage_table_add(&t->streams[task].usage, usage, err);
     pthread_mutex_unlock(&t->lock);
     return status;
+}
+
+const struct usage_table *trainer_task_usage(const struct trainer *t, int task)
+{
+    return task >= 0 && task < t->task_count ? &t->streams[task].usage : NULL;
+}
+
+int trainer_task_count(const struct trainer *t)
+{
+    return t->task_count;
 }
 
 const struct train_record *trainer_history(const struct trainer *t, long *count)
@@ -436,7 +526,7 @@ void trainer_snapshot(struct trainer *t, struct train_snapshot *s)
     s->status = t->status;
     s->step = t->step;
     s->steps = t->options.steps;
-    s->epoch = t->epoch;
+    s->epoch = t->streams[0].epoch;
     if (t->history_count > 0)
         s->last = t->history[t->history_count - 1];
     else

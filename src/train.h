@@ -27,6 +27,9 @@
 #include "task.h"
 #include "usage.h"
 
+/* Tasks one trainer can train together. */
+#define TRAIN_MAX_TASKS 16
+
 struct train_options {
     int batch_size;           /* B: examples per micro-batch */
     int accumulation;         /* micro-batches per optimizer step */
@@ -49,9 +52,14 @@ struct train_options train_defaults(void);
 struct train_state {
     uint64_t seed;
     long step;          /* optimizer steps done */
-    uint32_t epoch;     /* epoch of the next micro-batch */
+    uint32_t epoch;     /* epoch of the first task's next micro-batch */
     long epoch_batch;   /* micro-batches of that epoch already used */
     uint64_t rng_next;  /* the model's random stream position (dropout, jitter) */
+    /* Every task's position, for a run of several tasks; tasks = 0 means one
+     * task, whose position is epoch and epoch_batch. */
+    int tasks;
+    uint32_t epochs[TRAIN_MAX_TASKS];
+    long epoch_batches[TRAIN_MAX_TASKS];
 };
 
 /* Per-step figures kept for the history of a run. The router terms are
@@ -93,6 +101,18 @@ struct train_snapshot {
 
 struct trainer;
 
+/* Multi-task training: each optimizer step takes `accumulation` micro-batches
+ * from every task in turn and averages all their gradients. Each task keeps
+ * its own place in its data, so an epoch of the smallest task (its size in
+ * examples) rotates through the larger tasks' examples across epochs. The
+ * first task's batches are those of a single-task run with the same seed;
+ * task k's order uses seed + k. The validation loss is the mean of the
+ * tasks' losses, and the usage is kept per task (trainer_task_usage) and
+ * summed (trainer_usage). */
+int trainer_create_multi(struct trainer **out, struct model *m,
+                         const struct task *const *tasks, int count,
+                         const struct train_options *options, struct caem_error *err);
+
 /* Sets up training of m on the task's train split, which must be tokenized.
  * Creates an AdamW optimizer for m; the model and the task are borrowed and
  * must outlive the trainer. Sets the model's seed from the options. */
@@ -122,14 +142,22 @@ void trainer_get_state(const struct trainer *t, struct train_state *state);
 int trainer_set_state(struct trainer *t, const struct train_state *state,
                       struct caem_error *err);
 
-/* Adds the usage of earlier steps (of a resumed run) to the run's usage. */
-int trainer_add_usage(struct trainer *t, const struct usage_table *usage,
+/* Adds the usage of earlier steps (of a resumed run) on task `task`
+ * (0-based) to the run's usage and that task's. */
+int trainer_add_usage(struct trainer *t, int task, const struct usage_table *usage,
                       struct caem_error *err);
+
+/* The usage of one task's batches over the run's steps; NULL for no such task. */
+const struct usage_table *trainer_task_usage(const struct trainer *t, int task);
+
+/* Number of tasks the trainer trains. */
+int trainer_task_count(const struct trainer *t);
 
 /* The history of this process's steps, oldest first; valid until the next step. */
 const struct train_record *trainer_history(const struct trainer *t, long *count);
 
-/* Usage tables of the train split since the start and of the validation passes. */
+/* Usage tables of the train split since the start (all tasks) and of the
+ * last validation pass. */
 const struct usage_table *trainer_usage(const struct trainer *t);
 const struct usage_table *trainer_validation_usage(const struct trainer *t);
 

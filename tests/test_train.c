@@ -39,17 +39,22 @@ static void add_examples(struct task_tokens *tokens, long count, uint64_t seed)
     }
 }
 
-static void synthetic_task(struct task *t)
+static void sized_task(struct task *t, const char *name, long train_examples, uint64_t seed)
 {
     struct caem_error err;
-    task_init(t, "topics", TASK_METRIC_ACCURACY, NULL, 16, 4, &err);
+    task_init(t, name, TASK_METRIC_ACCURACY, NULL, 16, 4, &err);
     struct task_split *train = &t->splits[TASK_SPLIT_TRAIN];
     struct task_split *validation = &t->splits[TASK_SPLIT_VALIDATION];
     task_tokens_init(&train->tokens, 16, 4, 1, 0, 0, &err);
     task_tokens_init(&validation->tokens, 16, 4, 1, 0, 0, &err);
-    add_examples(&train->tokens, TRAIN_EXAMPLES, 5);
-    add_examples(&validation->tokens, VALIDATION_EXAMPLES, 6);
+    add_examples(&train->tokens, train_examples, seed);
+    add_examples(&validation->tokens, VALIDATION_EXAMPLES, seed + 1);
     train->tokenized = validation->tokenized = 1;
+}
+
+static void synthetic_task(struct task *t)
+{
+    sized_task(t, "topics", TRAIN_EXAMPLES, 5);
 }
 
 static struct model *tiny_model(float dropout)
@@ -417,6 +422,127 @@ static void test_options_rejected(void)
     task_free(&task);
 }
 
+/* ---- several tasks ---- */
+
+/* A step's gradient is the mean of one micro-batch of each task: the first
+ * task's batches in the single-task order, the second's with seed + 1. */
+static void test_multi_task_averages_tasks(void)
+{
+    struct task a, b;
+    sized_task(&a, "large", 96, 5);
+    sized_task(&b, "small", 24, 9);
+    const struct task *tasks[2] = { &a, &b };
+    struct caem_error err;
+    struct model *m = tiny_model(0.0f);
+    struct trainer *t = NULL;
+    struct train_options o = test_options(3);
+    CHECK_MSG(trainer_create_multi(&t, m, tasks, 2, &o, &err) == 0, "%s", err.message);
+    if (t == NULL)
+        return;
+    CHECK_INT_EQ(trainer_task_count(t), 2);
+    double losses[1];
+    CHECK(run_steps(t, 1, losses) == 0);
+
+    struct model *ref = tiny_model(0.0f);
+    ref->training = 1;
+    model_set_seed(ref, o.seed);
+    model_zero_grad(ref);
+    double loss_sum = 0.0;
+    for (int k = 0; k < 2; k++) {
+        struct task_batches it;
+        CHECK(task_batches_begin(&it, &tasks[k]->splits[TASK_SPLIT_TRAIN].tokens, 8,
+                                 TASK_BATCHES_BUCKETED, o.seed + (uint64_t)k, 0, &err) == 0);
+        struct batch batch;
+        struct model_losses l;
+        CHECK(task_batches_next(&it, &batch) == 1);
+        CHECK(model_forward(ref, &batch, &l, &err) == 0);
+        CHECK(model_backward(ref, &err) == 0);
+        loss_sum += l.total;
+        task_batches_end(&it);
+    }
+    size_t differ = 0;
+    for (size_t i = 0; i < m->layout.total; i++)
+        differ += ref->grads[i] * 0.5f != m->grads[i];
+    CHECK_MSG(differ == 0, "%zu of %zu gradient values differ", differ, m->layout.total);
+    CHECK_NEAR(losses[0], loss_sum / 2, 1e-12);
+
+    /* the usage of each task adds up to the run's */
+    const struct usage_table *ua = trainer_task_usage(t, 0), *ub = trainer_task_usage(t, 1);
+    const struct usage_table *all = trainer_usage(t);
+    CHECK(trainer_task_usage(t, 2) == NULL);
+    for (int row = 0; row < usage_table_rows(all); row++)
+        CHECK_INT_EQ(all->tokens[row], ua->tokens[row] + ub->tokens[row]);
+    CHECK(ub->tokens[0] > 0);
+    model_free(ref);
+    trainer_free(t);
+    model_free(m);
+    task_free(&a);
+    task_free(&b);
+}
+
+/* The small task (3 batches) wraps to its next epoch while the large one
+ * (12 batches) goes on, and a run stopped after 5 steps resumes with the
+ * losses of one that was not stopped. */
+static void test_multi_task_rotates_and_resumes(void)
+{
+    enum { STEPS = 8, STOP = 5 };
+    struct task a, b;
+    sized_task(&a, "large", 96, 5);
+    sized_task(&b, "small", 24, 9);
+    const struct task *tasks[2] = { &a, &b };
+    struct caem_error err;
+    struct train_options o = test_options(STEPS);
+    double full[STEPS], resumed[STEPS];
+
+    struct model *m = tiny_model(0.1f);
+    struct trainer *t = NULL;
+    CHECK(trainer_create_multi(&t, m, tasks, 2, &o, &err) == 0);
+    CHECK(run_steps(t, STEPS, full) == 0);
+    struct train_state state;
+    trainer_get_state(t, &state);
+    CHECK_INT_EQ(state.tasks, 2);
+    CHECK_INT_EQ(state.epochs[0], 0);
+    CHECK_INT_EQ(state.epoch_batches[0], 8);
+    CHECK_INT_EQ(state.epochs[1], 2);
+    CHECK_INT_EQ(state.epoch_batches[1], 2);
+    trainer_free(t);
+    model_free(m);
+
+    m = tiny_model(0.1f);
+    CHECK(trainer_create_multi(&t, m, tasks, 2, &o, &err) == 0);
+    CHECK(run_steps(t, STOP, resumed) == 0);
+    trainer_get_state(t, &state);
+    struct model *m2 = tiny_model(0.1f);
+    memcpy(m2->params, m->params, sizeof(float) * m->layout.total);
+    struct trainer *t2 = NULL;
+    CHECK(trainer_create_multi(&t2, m2, tasks, 2, &o, &err) == 0);
+    struct adamw *saved = trainer_optimizer(t), *opt = trainer_optimizer(t2);
+    memcpy(opt->m, saved->m, sizeof(float) * saved->count);
+    memcpy(opt->v, saved->v, sizeof(float) * saved->count);
+    memcpy(opt->tensor_steps, saved->tensor_steps, sizeof(long) * (size_t)m->layout.count);
+    opt->step = saved->step;
+    CHECK_MSG(trainer_set_state(t2, &state, &err) == 0, "%s", err.message);
+    CHECK(run_steps(t2, STEPS - STOP, resumed + STOP) == 0);
+    for (int i = 0; i < STEPS; i++)
+        CHECK_MSG(full[i] == resumed[i], "step %d: %.17g uninterrupted, %.17g resumed", i + 1,
+                  full[i], resumed[i]);
+
+    struct train_state single = state;
+    single.tasks = 0;
+    CHECK(trainer_set_state(t2, &single, &err) == -1);
+    CHECK_MSG(strstr(err.message, "trained 1 tasks, but this run has 2") != NULL, "%s",
+              err.message);
+    double validation;
+    CHECK(trainer_validate(t2, &validation, &err) == 0);
+    CHECK(isfinite(validation));
+    trainer_free(t);
+    trainer_free(t2);
+    model_free(m);
+    model_free(m2);
+    task_free(&a);
+    task_free(&b);
+}
+
 int main(void)
 {
     TEST_SUITE("train");
@@ -428,5 +554,7 @@ int main(void)
     RUN_TEST(non_finite_loss_stops);
     RUN_TEST(snapshot_from_another_thread);
     RUN_TEST(options_rejected);
+    RUN_TEST(multi_task_averages_tasks);
+    RUN_TEST(multi_task_rotates_and_resumes);
     TEST_MAIN_END();
 }
