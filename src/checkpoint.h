@@ -101,6 +101,11 @@ struct checkpoint {
  * backend, so they may live in device memory. */
 int checkpoint_save(const char *path, const struct checkpoint *ck, struct caem_error *err);
 
+/* Checks before any work that PATH can receive a checkpoint: not empty, not
+ * a directory, in an existing writable directory, and not a file of another
+ * kind, which checkpoint_save would replace. */
+int checkpoint_check_target(const char *path, struct caem_error *err);
+
 /* Reads a checkpoint and creates its model, and its optimizer when the file
  * has one, on `backend`. With a train state, the model's rng is set to
  * (rng_seed, rng_next). On failure *out is zeroed and nothing is allocated.

@@ -22,6 +22,11 @@ const char *checkpoint_attribute(const struct checkpoint *ck, const char *name)
 int checkpoint_set_attribute(struct checkpoint *ck, const char *name, const char *value,
                              struct caem_error *err)
 {
+    /* the writer sets these itself, and a save would reject them */
+    static const char *const reserved[] = { "format", "format_version", "created" };
+    for (size_t r = 0; r < sizeof reserved / sizeof reserved[0]; r++)
+        if (strcmp(name, reserved[r]) == 0)
+            return caem_fail(err, "root attribute '%s' is reserved: the writer sets it", name);
     char *new_value = copy_string(value, err);
     if (new_value == NULL)
         return -1;

@@ -70,8 +70,19 @@ static void stop_remaining_jobs(lua_State *L)
                 stopped, stopped == 1 ? "" : "s");
 }
 
+/* The scripts set their own seeds; a --seed here would do nothing. */
+static int reject_seed(const struct global_options *g)
+{
+    if (!g->seed_given)
+        return 0;
+    return usage_error("%s does not apply to caem run, -e or the REPL: set the seeds in the "
+                       "script (caem.model{seed = N}, model:train{seed = N})", "--seed");
+}
+
 int command_run(int argc, char **argv, const struct global_options *g)
 {
+    if (reject_seed(g) != 0)
+        return 2;
     const char **chunks = calloc((size_t)argc, sizeof *chunks);
     if (chunks == NULL) {
         fprintf(stderr, "caem: out of memory\n");
@@ -130,14 +141,20 @@ int command_run(int argc, char **argv, const struct global_options *g)
         report_lua_error(L);
 
     stop_remaining_jobs(L);
+    int interrupted = lua_runner_interrupted(&runner);
     lua_runner_close(&runner);
     interrupt_uninstall();
     free(chunks);
+    /* 130 = 128 + SIGINT, as a shell reports a program that Ctrl-C ended */
+    if (status != LUA_OK && interrupted)
+        return 130;
     return status == LUA_OK ? 0 : 1;
 }
 
 int command_repl(const struct global_options *g)
 {
+    if (reject_seed(g) != 0)
+        return 2;
     struct caem_error err;
     struct lua_runner runner;
     if (interrupt_install(INTERRUPT_REPL, &err) != 0 ||

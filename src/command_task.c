@@ -330,36 +330,6 @@ int load_task(const struct run_options *o, struct tokenizer **tok, struct task *
     return task_tokenize(task, err);
 }
 
-int check_checkpoint_path(const char *path, struct caem_error *err)
-{
-    if (path[0] == '\0')
-        return caem_fail(err, "the checkpoint path is empty");
-    struct stat st;
-    if (stat(path, &st) == 0) {
-        if (S_ISDIR(st.st_mode))
-            return caem_fail(err, "checkpoint path %s is a directory", path);
-        struct checkpoint existing;
-        if (checkpoint_load_summary(path, &existing, err) != 0)
-            return caem_fail(err, "%s exists and is not a readable checkpoint, so it is not "
-                             "replaced; remove it or choose another path", path);
-        checkpoint_free(&existing);
-    }
-    char directory[4096];
-    snprintf(directory, sizeof directory, "%s", path);
-    char *slash = strrchr(directory, '/');
-    if (slash == NULL)
-        snprintf(directory, sizeof directory, ".");
-    else if (slash == directory)
-        directory[1] = '\0';
-    else
-        *slash = '\0';
-    if (stat(directory, &st) != 0 || !S_ISDIR(st.st_mode))
-        return caem_fail(err, "directory %s of checkpoint %s does not exist", directory, path);
-    if (access(directory, W_OK) != 0)
-        return caem_fail(err, "directory %s of checkpoint %s is not writable", directory, path);
-    return 0;
-}
-
 void print_usage_table(const struct usage_table *u)
 {
     int E = u->experts;

@@ -44,11 +44,6 @@ int parse_run_options(int argc, char **argv, int eval, struct run_options *o);
 int load_task(const struct run_options *o, struct tokenizer **tok, struct task *task,
               struct caem_error *err);
 
-/* Checks before any work that PATH can receive a checkpoint: not empty, not
- * a directory, in a writable directory, and not a file of another kind that
- * saving would replace. */
-int check_checkpoint_path(const char *path, struct caem_error *err);
-
 /* Prints a usage table: per MoE layer the tokens, the normalized entropy and
  * each expert's share (the first 16 experts), and the means per stack. */
 void print_usage_table(const struct usage_table *u);

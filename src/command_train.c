@@ -325,7 +325,7 @@ int command_train(int argc, char **argv, const struct global_options *g)
     const char *model_name = o.checkpoint != NULL ? o.checkpoint : o.preset;
 
     /* every check that can fail comes before the work it would waste */
-    if ((o.checkpoint != NULL && check_checkpoint_path(o.checkpoint, &err) != 0) ||
+    if ((o.checkpoint != NULL && checkpoint_check_target(o.checkpoint, &err) != 0) ||
         load_start(&o, g, be, &loaded, &err) != 0 || load_task(&o, &tok, &task, &err) != 0 ||
         build_model(&rc, tok, be, g->seed, &loaded, &err) != 0)
         goto done;

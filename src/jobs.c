@@ -237,6 +237,8 @@ static int check_train_options(const struct checkpoint *state, const struct task
                          o->checkpoint_every);
     if (o->checkpoint_every > 0 && o->checkpoint == NULL)
         return caem_fail(err, "checkpoint_every needs a checkpoint path");
+    if (o->checkpoint != NULL && checkpoint_check_target(o->checkpoint, err) != 0)
+        return -1;
     return 0;
 }
 

@@ -67,13 +67,13 @@ static int caem_model(lua_State *L)
 {
     static const char *const function = "caem.model";
     static const char *const options[] = { "preset", "seed", "name", "tokenizer", NULL };
-    push_config_fields(L);
-    option_check_keys(L, 1, function, options, -1, 1);
-    lua_pop(L, 1);
     if (lua_isnoneornil(L, 1)) {
         lua_settop(L, 0);
         lua_newtable(L);
     }
+    push_config_fields(L);
+    option_check_keys(L, 1, function, options, -1, 1);
+    lua_pop(L, 1);
     lua_Integer seed = option_integer(L, 1, "seed", function, 1, 0, LUA_MAXINTEGER);
     struct lua_tokenizer *lt = option_userdata(L, 1, "tokenizer", function, TOKENIZER_TYPE, 0);
     lua_pop(L, 1);
@@ -183,6 +183,8 @@ static int method_save(lua_State *L)
     }
     int optimizer = option_boolean(L, index, "optimizer", function, 1);
     struct caem_error err;
+    if (checkpoint_check_target(path, &err) != 0)
+        return raise_error(L, function, &err);
     save_attributes(L, lm, index, function);
     if (checkpoint_attribute(&lm->state, "base") == NULL) {
         char hash[17];

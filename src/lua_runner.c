@@ -24,8 +24,16 @@ static void host_progress(const struct job_status *status, void *data)
 
 static int host_interrupted(void *data)
 {
-    (void)data;
-    return interrupt_take();
+    struct lua_runner *r = data;
+    int taken = interrupt_take();
+    if (taken)
+        r->interrupted = 1;
+    return taken;
+}
+
+int lua_runner_interrupted(const struct lua_runner *r)
+{
+    return r->interrupted;
 }
 
 /* Turns the error value into a message, with a traceback when the closure's
@@ -78,6 +86,20 @@ int lua_runner_call(struct lua_runner *r, int nargs, int nresults)
     return status;
 }
 
+/* os.exit that stops the state's jobs and closes the state first, so that
+ * no worker thread still computes while exit() runs the libraries'
+ * destructors (OpenBLAS unmaps its buffers then). */
+static int exit_after_jobs(lua_State *L)
+{
+    lua_caem_stop_jobs(L);
+    lua_settop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_pushboolean(L, 1);
+    lua_call(L, 2, 0);
+    return 0;
+}
+
 int lua_runner_open(struct lua_runner *r, int traceback, struct caem_error *err)
 {
     memset(r, 0, sizeof *r);
@@ -88,6 +110,11 @@ int lua_runner_open(struct lua_runner *r, int traceback, struct caem_error *err)
         return caem_fail(err, "cannot create a Lua state: out of memory");
     r->L = L;
     luaL_openlibs(L);
+    lua_getglobal(L, "os");
+    lua_getfield(L, -1, "exit");
+    lua_pushcclosure(L, exit_after_jobs, 1);
+    lua_setfield(L, -2, "exit");
+    lua_pop(L, 1);
     if (r->progress.terminal && isatty(STDOUT_FILENO)) {
         lua_getglobal(L, "print");
         lua_pushlightuserdata(L, r);

@@ -15,7 +15,11 @@ struct lua_runner {
     lua_State *L;
     struct progress progress; /* of jobs the script waits for, on stderr */
     int traceback;            /* errors of lua_runner_call carry a traceback */
+    int interrupted;          /* a Ctrl-C stopped a job the script waited for */
 };
+
+/* 1 when a Ctrl-C stopped a job that the script waited for. */
+int lua_runner_interrupted(const struct lua_runner *r);
 
 /* Creates the state and loads the caem module into it. The caller installs
  * the SIGINT handler (interrupt.h) for Ctrl-C to reach the hooks. */

@@ -323,8 +323,10 @@ int main(int argc, char **argv)
     threads_prefer_passive_wait(argv);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
-    /* the Lua table arg shows the command line as given */
-    char **all_argv = malloc(sizeof *all_argv * ((size_t)argc + 1));
+    /* The Lua table arg shows the command line as given. The copy lives as
+     * long as the program, held by a static so that leak checkers see it. */
+    static char **all_argv;
+    all_argv = malloc(sizeof *all_argv * ((size_t)argc + 1));
     if (all_argv == NULL) {
         fprintf(stderr, "caem: out of memory\n");
         return 1;

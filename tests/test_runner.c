@@ -628,14 +628,39 @@ static void test_ctrl_c_stops_waited_job(void)
               "stderr: %s", r.out, r.err);
     CHECK_MSG(r.seconds < 1.5 + 5.0, "took %.1f s", r.seconds);
 
-    /* without the pcall, the error ends the script with status 1 */
+    /* without the pcall, the error ends the script with status 130, as a
+     * shell reports a program that Ctrl-C ended */
     task_prelude(script, sizeof script);
     strcat(script, "model:train{task = task, steps = 100000, batch = 4}:wait()\n");
     write_file("interrupt.lua", script);
     run_caem(argv, NULL, 1.5, &r);
-    CHECK_INT_EQ(r.status, 1);
+    CHECK_INT_EQ(r.status, 130);
     CHECK_MSG(strstr(r.err, "interrupted") != NULL, "stderr:\n%s", r.err);
     CHECK_MSG(strstr(r.err, "stack traceback:") != NULL, "stderr:\n%s", r.err);
+}
+
+/* os.exit while a job computes stops the job first: the exit status is the
+ * script's, not a crash in a library's exit handler under a running job. */
+static void test_exit_with_running_job(void)
+{
+    if (!spawn_ok)
+        SKIP("%s", spawn_why);
+    if (!task_ready)
+        SKIP("%s", task_reason);
+    char script[4096];
+    task_prelude(script, sizeof script);
+    strcat(script, "local job = model:train{task = task, steps = 100000, batch = 4}\n"
+                   "local t = os.clock() while os.clock() - t < 0.5 do end\n"
+                   "os.exit(5)\n");
+    write_file("exit.lua", script);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/exit.lua", dir);
+    char *argv[] = { "--threads", "2", "run", path, NULL };
+    for (int i = 0; i < 3; i++) {
+        struct run r;
+        run_caem(argv, NULL, -1.0, &r);
+        CHECK_MSG(r.status == 5, "run %d: status %d, stderr:\n%s", i + 1, r.status, r.err);
+    }
 }
 
 static void test_fixtures_prepared(void)
@@ -671,6 +696,7 @@ int main(void)
     RUN_TEST(script_from_stdin);
     RUN_TEST(progress_lines_on_stderr);
     RUN_TEST(ctrl_c_stops_waited_job);
+    RUN_TEST(exit_with_running_job);
 
     char command[1024];
     snprintf(command, sizeof command, "rm -rf %s", dir);

@@ -60,6 +60,7 @@ test("merge from usage tables", function()
                              allow_different_bases = true }
   assert(merged.config.num_experts == 6, "experts")
   local path = os.tmpname()
+  os.remove(path)
   merged:save(path)
   local info = caem.info(path)
   os.remove(path)

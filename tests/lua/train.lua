@@ -317,3 +317,11 @@ test("train option errors", function()
   expect_error("the run to resume used batch 8 and accumulation 1, not 4 and 1", m.train, m,
                { task = train_only, steps = 3, batch = 4, resume = true })
 end)
+
+test("train checks its checkpoint path first", function()
+  local m = new_model()
+  expect_error("is a directory", m.train, m, { task = task, steps = 2, checkpoint = fixture.dir })
+  expect_error("does not exist", m.train, m,
+               { task = task, steps = 2, checkpoint = fixture.dir .. "/no/such/x.h5" })
+  assert(m.step == 0, "no step ran")
+end)
