@@ -262,6 +262,13 @@ static int caem_task(lua_State *L)
         return luaL_error(L, "%s: dir reads the JSON-lines layout DIR/NAME/SPLIT.jsonl; give "
                           "the paths train, validation and test for format %s", function,
                           format_names[format]);
+    for (int k = 0; dir != NULL && k < TASK_SPLIT_COUNT; k++)
+        if (lua_getfield(L, 1, task_split_name((enum task_split_kind)k)) != LUA_TNIL)
+            return luaL_error(L, "%s: give either dir or the paths of the splits, not both "
+                              "(%s is set too)", function,
+                              task_split_name((enum task_split_kind)k));
+        else
+            lua_pop(L, 1);
     const char *name = task_name_option(L, format, dir != NULL);
     enum task_metric metric = (enum task_metric)option_choice(
         L, 1, "metric", function, metrics, (int)default_metric(format, name));

@@ -43,6 +43,9 @@ test("example fields", function()
   expect_error("task:example: index 0 is outside", t.example, t, "train", 0)
   expect_error("task:size: invalid split 'dev' (expected train, validation or test)",
                t.size, t, "dev")
+  expect_error("give either dir or the paths of the splits, not both (train is set too)",
+               caem.task, { name = "topics", dir = fixture.dir, tokenizer = tok,
+                            train = fixture.dir .. "/topics/train.jsonl" })
 end)
 
 test("prompt and metric options", function()
