@@ -129,6 +129,10 @@ int evaluator_create(struct evaluator **out, struct model *m, const struct task 
     if (o->generate && task->tokenizer == NULL)
         return caem_fail(err, "task '%s' has no tokenizer to decode generated outputs",
                          task->name);
+    if (o->generate && split->data.count < split->tokens.count)
+        return caem_fail(err, "task '%s' has token ids without texts on %s (a span-corruption "
+                         "task), so only its loss and usage can be measured, not a metric",
+                         task->name, task_split_name(o->split));
     struct evaluator *ev = caem_calloc(1, sizeof *ev, "an evaluator", err);
     if (ev == NULL)
         return -1;

@@ -7,6 +7,7 @@
 #include "checkpoint_edit.h"
 #include "lua_internal.h"
 #include "merge.h"
+#include "pretrain.h"
 
 /* caem.allocate(entropies, experts, source_experts, [{alpha=, clamp_alpha=}]) */
 static int caem_allocate(lua_State *L)
@@ -359,6 +360,58 @@ static int caem_cka(lua_State *L)
     return 1;
 }
 
+/* caem.span_corruption{task=, chunk=, seed=, name=, noise_density=, mean_span_length=}
+ * -> a task of T5 span-corruption sequences made from the task's train and
+ * validation text, for pretraining a common base with model:train. */
+static int caem_span_corruption(lua_State *L)
+{
+    static const char *const function = "caem.span_corruption";
+    static const char *const options[] = { "task", "chunk", "seed", "name", "noise_density",
+                                           "mean_span_length", NULL };
+    luaL_checktype(L, 1, LUA_TTABLE);
+    option_check_keys(L, 1, function, options, 0, 0);
+    struct lua_task *source = option_userdata(L, 1, "task", function, TASK_TYPE, 1);
+    int source_index = lua_gettop(L);
+    int chunk = (int)option_integer(L, 1, "chunk", function, 114, 2, 4096);
+    uint64_t seed = (uint64_t)option_integer(L, 1, "seed", function, 1, 0, LUA_MAXINTEGER);
+    const char *name = option_string(L, 1, "name", function, "span_corruption");
+    struct span_corruption c = span_corruption_defaults();
+    c.noise_density = option_number(L, 1, "noise_density", function, c.noise_density, 0.0, 1.0);
+    c.mean_span_length = option_number(L, 1, "mean_span_length", function,
+                                       c.mean_span_length, 1.0, 1000.0);
+    const struct task *src = &source->task;
+    if (src->tokenizer == NULL)
+        return luaL_error(L, "%s: the task has no tokenizer", function);
+
+    struct lua_task *lk = lua_newuserdatauv(L, sizeof *lk, 1);
+    memset(lk, 0, sizeof *lk);
+    luaL_setmetatable(L, TASK_TYPE);
+    lua_getiuservalue(L, source_index, 1); /* the tokenizer stays alive with the task */
+    lua_setiuservalue(L, -2, 1);
+    struct caem_error err;
+    if (task_init(&lk->task, name, TASK_METRIC_ACCURACY, src->tokenizer, chunk + 1, chunk + 1,
+                  &err) != 0)
+        return raise_error(L, function, &err);
+    const enum task_split_kind splits[2] = { TASK_SPLIT_TRAIN, TASK_SPLIT_VALIDATION };
+    struct tokenizer_special_ids ids = tokenizer_special_ids(src->tokenizer);
+    for (int k = 0; k < 2; k++) {
+        if (src->splits[splits[k]].data.count == 0)
+            continue;
+        struct task_split *out = &lk->task.splits[splits[k]];
+        /* T5 starts the decoder from the padding id */
+        if (task_tokens_init(&out->tokens, chunk + 1, chunk + 1, ids.eos_id, ids.pad_id,
+                             ids.pad_id, &err) != 0 ||
+            span_corruption_build(&c, src, splits[k], chunk, seed + (uint64_t)k, &out->tokens,
+                                  &err) != 0)
+            return raise_error(L, function, &err);
+        out->tokenized = 1;
+    }
+    if (lk->task.splits[TASK_SPLIT_TRAIN].tokens.count == 0)
+        return luaL_error(L, "%s: the task's train text gives no chunk of %d ids; use a "
+                          "smaller chunk", function, chunk);
+    return 1;
+}
+
 void push_merge(lua_State *L, const struct checkpoint *ck)
 {
     const struct merge_record *r = &ck->merge;
@@ -424,6 +477,7 @@ void lua_caem_open_merge(lua_State *L)
         { "merge", caem_merge },
         { "soup", caem_soup },
         { "cka", caem_cka },
+        { "span_corruption", caem_span_corruption },
         { NULL, NULL },
     };
     luaL_setfuncs(L, functions, 0);

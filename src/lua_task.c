@@ -297,6 +297,12 @@ static int caem_task(lua_State *L)
     return 1;
 }
 
+/* Examples of a split; token sequences for a task without texts. */
+static lua_Integer split_count(const struct task_split *s)
+{
+    return (lua_Integer)(s->data.count > 0 ? s->data.count : s->tokens.count);
+}
+
 static enum task_split_kind split_argument(lua_State *L, int index, const char *function)
 {
     return check_split(L, luaL_checkstring(L, index), function);
@@ -306,7 +312,9 @@ static int task_method_size(lua_State *L)
 {
     struct lua_task *lk = lua_task_check(L, 1);
     enum task_split_kind split = split_argument(L, 2, "task:size");
-    lua_pushinteger(L, lk->task.splits[split].data.count);
+    const struct task_split *s = &lk->task.splits[split];
+    /* a span-corruption task has token ids without texts */
+    lua_pushinteger(L, s->data.count > 0 ? s->data.count : s->tokens.count);
     return 1;
 }
 
@@ -395,9 +403,9 @@ static int task_tostring(lua_State *L)
     const struct task *t = &lk->task;
     lua_pushfstring(L, "caem.task(%s: %I train, %I validation, %I test, %s)",
                     t->name != NULL ? t->name : "?",
-                    (lua_Integer)t->splits[TASK_SPLIT_TRAIN].data.count,
-                    (lua_Integer)t->splits[TASK_SPLIT_VALIDATION].data.count,
-                    (lua_Integer)t->splits[TASK_SPLIT_TEST].data.count,
+                    split_count(&t->splits[TASK_SPLIT_TRAIN]),
+                    split_count(&t->splits[TASK_SPLIT_VALIDATION]),
+                    split_count(&t->splits[TASK_SPLIT_TEST]),
                     task_metric_name(t->metric));
     return 1;
 }

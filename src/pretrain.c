@@ -152,10 +152,10 @@ static int append_text(const struct tokenizer *tok, const char *text, int32_t eo
 }
 
 int span_corruption_build(const struct span_corruption *c, const struct task *task,
-                          int chunk, uint64_t seed, struct task_tokens *out,
-                          struct caem_error *err)
+                          enum task_split_kind split, int chunk, uint64_t seed,
+                          struct task_tokens *out, struct caem_error *err)
 {
-    const struct task_split *train = &task->splits[TASK_SPLIT_TRAIN];
+    const struct task_split *train = &task->splits[split];
     if (task->tokenizer == NULL)
         return caem_fail(err, "task '%s' has no tokenizer for pretraining text", task->name);
     if (chunk < 2)

@@ -142,3 +142,24 @@ test("cka of a model with itself is one", function()
   assert(other.decoder[1] > 0 and other.decoder[1] < 1, "different models")
   expect_error("unknown option 'limt' for caem.cka", caem.cka, a, b, task, { limt = 3 })
 end)
+
+test("span corruption task for pretraining", function()
+  local tok = caem.tokenizer(fixture.spm)
+  local task = caem.task{ name = "topics", dir = fixture.dir, tokenizer = tok,
+                          max_input = 24, max_target = 4 }
+  local pt = caem.span_corruption{ task = task, chunk = 16, seed = 3 }
+  assert(pt:size("train") > 10, "train chunks " .. pt:size("train"))
+  assert(pt:size("validation") > 0, "validation chunks")
+  assert(pt.max_input == 17 and pt.max_target == 17, "lengths chunk + 1")
+  local again = caem.span_corruption{ task = task, chunk = 16, seed = 3 }
+  assert(again:size("train") == pt:size("train"), "the same seed, the same chunks")
+  local m = caem.model{ preset = "tiny", tokenizer = tok }
+  local _, state = m:train{ task = pt, steps = 3, batch = 4, validate_every = 3 }:wait()
+  assert(state == "finished" and m.step == 3, "pretraining steps")
+  expect_error("token ids without texts", function()
+    return m:evaluate{ task = pt, limit = 4 }:wait()
+  end)
+  expect_error("gives no chunk of 4000 ids", caem.span_corruption,
+               { task = task, chunk = 4000 })
+  expect_error("unknown option 'chunks'", caem.span_corruption, { task = task, chunks = 3 })
+end)
