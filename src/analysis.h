@@ -2,8 +2,8 @@
  * same shape) and layer-wise linear CKA between two models' hidden states on
  * the same inputs.
  *
- * Linear CKA (Kornblith et al. 2019) of X [n, dx] and Y [n, dy], rows the same
- * n tokens, columns centered: ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F), in
+ * Linear CKA (centered kernel alignment with a linear kernel) of X [n, dx]
+ * and Y [n, dy], rows the same n tokens, columns centered: ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F), in
  * [0, 1], 1 for representations equal up to rotation and isotropic scale. */
 #ifndef CAEM_ANALYSIS_H
 #define CAEM_ANALYSIS_H

@@ -46,12 +46,12 @@ static void allocation_shrink(int *n, double *remainder, const double *shares, i
     for (int i = 0; i < tasks; i++)
         total += n[i];
     while (total > target) {
-        int most = 0, pick = -1;
+        int max_count = 0, pick = -1;
         for (int i = 0; i < tasks; i++)
-            if (n[i] > most)
-                most = n[i];
+            if (n[i] > max_count)
+                max_count = n[i];
         for (int i = 0; i < tasks; i++)
-            if (n[i] == most && (pick < 0 || remainder[i] < remainder[pick]))
+            if (n[i] == max_count && (pick < 0 || remainder[i] < remainder[pick]))
                 pick = i;
         n[pick]--;
         remainder[pick] = shares[pick] - n[pick];

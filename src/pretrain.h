@@ -40,11 +40,11 @@ int span_corruption_apply(const struct span_corruption *c, const int32_t *sentin
                           int32_t *input, int *input_length, int32_t *target,
                           int *target_length, struct caem_error *err);
 
-/* Builds a pretraining set: the text of every input and target of one
- * split of the task (without its prompt), tokenized, concatenated with EOS
- * between texts and cut into chunks of `chunk` ids, each corrupted with its
- * own mask from (seed, chunk index), with the tokenizer's sentinels. The
- * chunks are appended to out, whose maximum lengths must exceed chunk. */
+/* Builds a pretraining set from one split of the task. The text of every
+ * input and target (without the prompt) is tokenized, joined with EOS and
+ * cut into chunks of `chunk` ids. Each chunk is corrupted with its own mask
+ * from (seed, chunk index) and the tokenizer's sentinels, and appended to
+ * out, whose maximum lengths must exceed chunk. */
 int span_corruption_build(const struct span_corruption *c, const struct task *task,
                           enum task_split_kind split, int chunk, uint64_t seed,
                           struct task_tokens *out, struct caem_error *err);
