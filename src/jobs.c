@@ -20,6 +20,7 @@ struct train_job {
     struct checkpoint *state;
     const struct task *task;
     struct train_job_options options;
+    const struct task *more_tasks[TRAIN_MAX_TASKS]; /* options.more_tasks points here */
     char *checkpoint;
     char *tokenizer_path;
     struct trainer *trainer;
@@ -80,6 +81,16 @@ int train_history_build(const struct checkpoint_history *previous,
     return 0;
 }
 
+/* The run's task names, joined with '+' for several tasks. */
+static void task_names(const struct train_job *tj, char *out, size_t size)
+{
+    snprintf(out, size, "%s", tj->task->name);
+    for (int k = 0; k < tj->options.more_task_count; k++) {
+        size_t used = strlen(out);
+        snprintf(out + used, size - used, "+%s", tj->options.more_tasks[k]->name);
+    }
+}
+
 static void store_train_state(struct train_job *tj)
 {
     struct checkpoint *ck = tj->state;
@@ -94,7 +105,7 @@ static void store_train_state(struct train_job *tj)
     ck->train.rng_next = state.rng_next;
     ck->train.batch_size = tj->options.train.batch_size;
     ck->train.accumulation = tj->options.train.accumulation;
-    snprintf(ck->train.task, sizeof ck->train.task, "%s", tj->task->name);
+    task_names(tj, ck->train.task, sizeof ck->train.task);
 }
 
 int train_job_store(struct train_job *tj, struct caem_error *err)
@@ -108,14 +119,24 @@ int train_job_store(struct train_job *tj, struct caem_error *err)
     ck->history = history;
     store_train_state(tj);
 
+    /* usage per task; the validation usage mixes the tasks of a multi-task
+     * run, so it is kept for a single task only */
+    int count = 1 + tj->options.more_task_count;
+    for (int k = 0; k < count; k++) {
+        const struct task *task = k == 0 ? tj->task : tj->options.more_tasks[k - 1];
+        if (checkpoint_set_usage(ck, task->name, "train",
+                                 count == 1 ? trainer_usage(tj->trainer)
+                                            : trainer_task_usage(tj->trainer, k),
+                                 err) != 0)
+            return -1;
+    }
     const struct usage_table *validation = trainer_validation_usage(tj->trainer);
-    if (checkpoint_set_usage(ck, tj->task->name, "train", trainer_usage(tj->trainer),
-                             err) != 0)
-        return -1;
-    if (usage_table_rows(validation) > 0 && validation->tokens[0] > 0 &&
+    if (count == 1 && usage_table_rows(validation) > 0 && validation->tokens[0] > 0 &&
         checkpoint_set_usage(ck, tj->task->name, "validation", validation, err) != 0)
         return -1;
-    if (checkpoint_set_attribute(ck, "task", tj->task->name, err) != 0)
+    char names[CHECKPOINT_TASK_MAX];
+    task_names(tj, names, sizeof names);
+    if (checkpoint_set_attribute(ck, "task", names, err) != 0)
         return -1;
     if (tj->tokenizer_path != NULL &&
         checkpoint_set_attribute(ck, "tokenizer", tj->tokenizer_path, err) != 0)
@@ -228,10 +249,20 @@ static int check_train_options(const struct checkpoint *state, const struct task
     if (o->train.steps <= done)
         return caem_fail(err, "steps is %ld, but the run %s at step %ld; set steps above %ld",
                          o->train.steps, done > 0 ? "is already" : "starts", done, done);
-    const struct task_split *validation = &task->splits[TASK_SPLIT_VALIDATION];
-    if (o->train.validate_every > 0 && (!validation->tokenized || validation->tokens.count == 0))
-        return caem_fail(err, "task '%s' has no validation examples; set validate_every to 0",
-                         task->name);
+    if (o->more_task_count < 0 || o->more_task_count >= TRAIN_MAX_TASKS)
+        return caem_fail(err, "invalid number of tasks %d, expected 1 to %d",
+                         o->more_task_count + 1, TRAIN_MAX_TASKS);
+    if (o->more_task_count > 0 && o->resume)
+        return caem_fail(err, "resuming a run of several tasks is not supported yet; start "
+                         "it again, or resume each task's run on its own");
+    for (int k = 0; k <= o->more_task_count; k++) {
+        const struct task *t = k == 0 ? task : o->more_tasks[k - 1];
+        const struct task_split *validation = &t->splits[TASK_SPLIT_VALIDATION];
+        if (o->train.validate_every > 0 &&
+            (!validation->tokenized || validation->tokens.count == 0))
+            return caem_fail(err, "task '%s' has no validation examples; set validate_every "
+                             "to 0", t->name);
+    }
     if (o->checkpoint_every < 0)
         return caem_fail(err, "invalid checkpoint_every %ld, expected 0 or more",
                          o->checkpoint_every);
@@ -252,7 +283,12 @@ static int train_job_setup(struct train_job *tj, struct caem_error *err)
         return caem_fail(err, "out of memory for the paths of a train job");
     tj->options.checkpoint = NULL;
     tj->options.tokenizer_path = NULL;
-    if (trainer_create(&tj->trainer, tj->state->model, tj->task, &o->train, err) != 0)
+    const struct task *tasks[TRAIN_MAX_TASKS];
+    tasks[0] = tj->task;
+    for (int k = 0; k < o->more_task_count; k++)
+        tasks[k + 1] = o->more_tasks[k];
+    if (trainer_create_multi(&tj->trainer, tj->state->model, tasks, 1 + o->more_task_count,
+                             &o->train, err) != 0)
         return -1;
     if (o->resume && resume_run(tj, err) != 0)
         return -1;
@@ -276,6 +312,9 @@ int train_job_start(struct job **out, struct train_job **context, struct checkpo
     tj->state = state;
     tj->task = task;
     tj->options = *o;
+    for (int k = 0; k < o->more_task_count; k++)
+        tj->more_tasks[k] = o->more_tasks[k];
+    tj->options.more_tasks = tj->more_tasks;
     if (train_job_setup(tj, err) != 0) {
         train_job_free(tj);
         return -1;

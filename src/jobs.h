@@ -39,6 +39,11 @@ struct train_job_options {
                                  * the end; NULL: none (copied) */
     long checkpoint_every;      /* 0: only at the end */
     const char *tokenizer_path; /* stored as the attribute "tokenizer"; NULL: none */
+    /* Tasks trained together with the job's task (trainer_create_multi); the
+     * tasks must outlive the job, the list is copied. NULL and 0 for a single
+     * task. A run of several tasks cannot be resumed yet. */
+    const struct task *const *more_tasks;
+    int more_task_count;
 };
 
 struct train_job;

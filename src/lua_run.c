@@ -48,6 +48,39 @@ static struct lua_task *job_task(lua_State *L, struct lua_model *lm, const char 
     return lk;
 }
 
+/* Reads the list of caem.task at `index` (option tasks): returns the first,
+ * and the others in more[]. */
+static struct lua_task *read_task_list(lua_State *L, struct lua_model *lm, int index,
+                                       const struct task **more, int *more_count,
+                                       const char *function)
+{
+    if (!lua_istable(L, index))
+        luaL_error(L, "%s: option 'tasks' must be a list of caem.task", function);
+    if (lua_getfield(L, 2, "task") != LUA_TNIL)
+        luaL_error(L, "%s: give task or tasks, not both", function);
+    lua_pop(L, 1);
+    lua_Integer n = luaL_len(L, index);
+    if (n < 1 || n > TRAIN_MAX_TASKS)
+        luaL_error(L, "%s: option 'tasks' lists %d tasks, expected 1 to %d", function, (int)n,
+                   TRAIN_MAX_TASKS);
+    lua_model_check_idle(L, lm, function);
+    struct lua_task *first = NULL;
+    *more_count = 0;
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, index, i);
+        struct lua_task *lk = luaL_testudata(L, -1, TASK_TYPE);
+        if (lk == NULL)
+            luaL_error(L, "%s: tasks[%d] is not a caem.task", function, (int)i);
+        lua_model_check_vocabulary(L, lm, lk->task.tokenizer, function);
+        if (i == 1)
+            first = lk;
+        else
+            more[(*more_count)++] = &lk->task;
+        lua_pop(L, 1);
+    }
+    return first;
+}
+
 static void read_train_options(lua_State *L, const struct lua_model *lm,
                                const struct task *task, struct train_job_options *o)
 {
@@ -83,18 +116,40 @@ int lua_model_train(lua_State *L)
 {
     static const char *const function = "model:train";
     static const char *const options[] = {
-        "task", "steps", "batch", "accumulation", "lr", "weight_decay", "validate_every",
-        "validation_examples", "window", "seed", "count_padding", "checkpoint",
-        "checkpoint_every", "resume", "on_step", "every", "paused", NULL,
+        "task", "tasks", "steps", "batch", "accumulation", "lr", "weight_decay",
+        "validate_every", "validation_examples", "window", "seed", "count_padding",
+        "checkpoint", "checkpoint_every", "resume", "on_step", "every", "paused", NULL,
     };
     struct lua_model *lm = lua_model_check(L, 1);
     option_check_keys(L, 2, function, options, 0, 0);
     lua_settop(L, 2);
-    struct lua_task *lk = job_task(L, lm, function);
-    int task_index = lua_gettop(L);
+    const struct task *more[TRAIN_MAX_TASKS];
+    int more_count = 0;
+    struct lua_task *lk = NULL;
+    int task_index;
+    if (lua_getfield(L, 2, "tasks") != LUA_TNIL) {
+        /* several tasks: the job keeps the list, and with it every task */
+        int list = lua_gettop(L);
+        lk = read_task_list(L, lm, list, more, &more_count, function);
+        /* a copy, so that changing the caller's list cannot free a task in use */
+        lua_createtable(L, more_count + 1, 0);
+        for (int i = 1; i <= more_count + 1; i++) {
+            lua_geti(L, list, i);
+            lua_seti(L, -2, i);
+        }
+        task_index = lua_gettop(L);
+    } else {
+        lua_pop(L, 1);
+        lk = job_task(L, lm, function);
+        task_index = lua_gettop(L);
+    }
     struct train_job_options o;
     read_train_options(L, lm, &lk->task, &o);
-    lua_getiuservalue(L, task_index, 1);
+    o.more_tasks = more;
+    o.more_task_count = more_count;
+    if (more_count > 0)
+        lua_geti(L, task_index, 1);
+    lua_getiuservalue(L, more_count > 0 ? -1 : task_index, 1);
     o.tokenizer_path = lua_tokenizer_check(L, -1)->path;
     struct job_controls c;
     read_controls(L, 2, function, &c);

@@ -280,7 +280,7 @@ end)
 
 test("train option errors", function()
   local m = new_model()
-  expect_error("unknown option 'stpes' for model:train (expected one of: task, steps, batch",
+  expect_error("unknown option 'stpes' for model:train (expected one of: task, tasks, steps, batch",
                m.train, m, { task = task, stpes = 3 })
   expect_error("model:train: option 'task' is missing (expected a caem.task)", m.train, m, {})
   expect_error("option 'task' must be a caem.task, got caem.model", m.train, m, { task = m })
@@ -324,4 +324,28 @@ test("train checks its checkpoint path first", function()
   expect_error("does not exist", m.train, m,
                { task = task, steps = 2, checkpoint = fixture.dir .. "/no/such/x.h5" })
   assert(m.step == 0, "no step ran")
+end)
+
+test("train several tasks together", function()
+  local other = caem.task{ name = "topics2", tokenizer = tok, max_input = 24, max_target = 4,
+                           train = fixture.dir .. "/topics/train.jsonl",
+                           validation = fixture.dir .. "/topics/validation.jsonl" }
+  local m = new_model()
+  local job = m:train{ tasks = { task, other }, steps = 4, batch = 8, validate_every = 2 }
+  assert(type(job.task) == "table" and job.task[2] == other, "the job keeps its tasks")
+  local _, state = job:wait()
+  assert(state == "finished" and m.step == 4, "four steps")
+  local names = {}
+  for _, record in ipairs(m:usage_records()) do
+    names[record.task .. "/" .. record.split] = record.usage
+  end
+  assert(names["topics/train"] and names["topics2/train"], "train usage per task")
+  assert(names["topics/train"][1].tokens > 0 and names["topics2/train"][1].tokens > 0,
+         "both tasks counted")
+  assert(m.attributes.task == "topics+topics2", "task attribute " .. tostring(m.attributes.task))
+  expect_error("give task or tasks, not both", m.train, m,
+               { task = task, tasks = { task }, steps = 6 })
+  expect_error("tasks[2] is not a caem.task", m.train, m, { tasks = { task, 3 }, steps = 6 })
+  expect_error("resuming a run of several tasks is not supported yet", m.train, m,
+               { tasks = { task, other }, steps = 6, resume = true })
 end)
