@@ -583,18 +583,6 @@ static int validate_inputs(const struct model *m, const int32_t *input_ids,
     return 0;
 }
 
-static int validate_usage(const struct usage_table *t, const struct model_config *cfg,
-                          struct caem_error *err)
-{
-    if (t->experts != cfg->num_experts || t->layers[0] != config_moe_layer_count(cfg, 0) ||
-        t->layers[1] != config_moe_layer_count(cfg, 1))
-        return caem_fail(err, "usage table of %d + %d MoE layers x %d experts does not fit "
-                         "the model's %d + %d x %d", t->layers[0], t->layers[1], t->experts,
-                         config_moe_layer_count(cfg, 0), config_moe_layer_count(cfg, 1),
-                         cfg->num_experts);
-    return 0;
-}
-
 /* Adds the encoder's routing of the last model_encode to usage. */
 static int encoder_usage(struct model *m, struct usage_table *usage,
                          const int32_t *attention_mask, struct caem_error *err)
@@ -621,7 +609,7 @@ int model_generate(struct model *m, const int32_t *input_ids, const int32_t *att
         return caem_fail(err, "the generation options are NULL");
     if (validate_options(m, opt, err) != 0 ||
         validate_inputs(m, input_ids, attention_mask, B, Te, opt, err) != 0 ||
-        (usage != NULL && validate_usage(usage, &m->config, err) != 0))
+        (usage != NULL && usage_table_check_model(usage, &m->config, err) != 0))
         return -1;
 
     int training = m->training;

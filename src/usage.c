@@ -189,16 +189,23 @@ void usage_table_accumulate(struct usage_table *t, const struct backend *backend
     t->tokens[row] += counted;
 }
 
-int usage_table_collect(struct usage_table *t, const struct model *m, const struct batch *b,
-                        struct caem_error *err)
+int usage_table_check_model(const struct usage_table *t, const struct model_config *cfg,
+                            struct caem_error *err)
 {
-    const struct model_config *cfg = &m->config;
     if (t->experts != cfg->num_experts || t->layers[0] != config_moe_layer_count(cfg, 0) ||
         t->layers[1] != config_moe_layer_count(cfg, 1))
         return caem_fail(err, "usage table of %d + %d MoE layers x %d experts does not fit "
                          "the model's %d + %d x %d", t->layers[0], t->layers[1], t->experts,
                          config_moe_layer_count(cfg, 0), config_moe_layer_count(cfg, 1),
                          cfg->num_experts);
+    return 0;
+}
+
+int usage_table_collect(struct usage_table *t, const struct model *m, const struct batch *b,
+                        struct caem_error *err)
+{
+    if (usage_table_check_model(t, &m->config, err) != 0)
+        return -1;
     size_t nd = (size_t)b->batch_size * b->decoder_length;
     int32_t *decoder_mask = NULL;
     const int32_t *masks[2] = { NULL, NULL };

@@ -17,7 +17,7 @@
 #include "error.h"
 #include "model.h"
 
-/* What the decoder read while its usage was counted. */
+/* Input of the decoder while its usage was counted. */
 enum usage_decoder_source {
     USAGE_DECODER_TEACHER_FORCED, /* the gold targets */
     USAGE_DECODER_GENERATED,      /* its own outputs during generation */
@@ -83,6 +83,10 @@ double usage_table_soft(const struct usage_table *t, int row, int expert);
  * token counts where it is not 0; NULL counts every token. */
 void usage_table_accumulate(struct usage_table *t, const struct backend *backend, int row,
                             const struct moe_routing *routing, const int32_t *mask);
+
+/* Checks that the table has the MoE layers and experts of cfg. */
+int usage_table_check_model(const struct usage_table *t, const struct model_config *cfg,
+                            struct caem_error *err);
 
 /* Adds the routing of every MoE layer of the model's last forward, which ran
  * on batch b: the encoder's tokens where b's attention mask is 1, the
