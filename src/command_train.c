@@ -127,7 +127,7 @@ static int same_shape(const char *preset, const struct model_config *cfg)
 }
 
 /* Loads the checkpoint of --resume or --init. A resumed run takes its task,
- * sequence lengths, learning rate and seed from the checkpoint; an option
+ * sequence lengths, learning rate and seed from the checkpoint. An option
  * given with another value is an error rather than a silent change. */
 static int load_start(struct run_options *o, const struct global_options *g,
                       const struct backend *be, struct checkpoint *loaded,
@@ -208,37 +208,16 @@ static int build_model(struct run_context *rc, const struct tokenizer *tok,
     return 0;
 }
 
-/* Restores the optimizer moments and the data position of a resumed run. */
+/* Checks the batch shape of a resumed run, then restores it (trainer_restore). */
 static int resume_state(struct run_context *rc, const struct checkpoint *loaded,
                         struct caem_error *err)
 {
-    struct adamw *opt = trainer_optimizer(rc->trainer);
-    const struct adamw *saved = loaded->optimizer;
-    const struct backend *be = rc->model->backend;
-    be->copy(opt->m, saved->m, sizeof(float) * saved->count);
-    be->copy(opt->v, saved->v, sizeof(float) * saved->count);
-    memcpy(opt->tensor_steps, saved->tensor_steps,
-           sizeof *opt->tensor_steps * (size_t)rc->model->layout.count);
-    opt->step = saved->step;
-    struct train_state state;
-    memset(&state, 0, sizeof state);
-    state.seed = loaded->train.seed;
-    state.step = loaded->train.step;
-    state.epoch = loaded->train.epoch;
-    state.epoch_batch = loaded->train.epoch_batch;
-    state.rng_next = loaded->train.rng_next;
     if (loaded->train.batch_size != (int)rc->options->batch ||
         loaded->train.accumulation != (int)rc->options->accumulation)
         return caem_fail(err, "%s was trained with batch %d and accumulation %d; resume it "
                          "with the same --batch and --accumulation", rc->options->resume,
                          loaded->train.batch_size, loaded->train.accumulation);
-    for (int i = 0; i < loaded->usage_count; i++) {
-        const struct checkpoint_usage *u = &loaded->usage[i];
-        if (strcmp(u->task, rc->task->name) == 0 && strcmp(u->split, "train") == 0 &&
-            trainer_add_usage(rc->trainer, 0, &u->table, err) != 0)
-            return -1;
-    }
-    return trainer_set_state(rc->trainer, &state, err);
+    return trainer_restore(rc->trainer, loaded, err);
 }
 
 static volatile sig_atomic_t interrupted;

@@ -220,7 +220,16 @@ static int resume_run(struct train_job *tj, struct caem_error *err)
     if (strcmp(ck->train.task, tj->task->name) != 0)
         return caem_fail(err, "the run to resume trained on task '%s', not '%s'",
                          ck->train.task, tj->task->name);
-    struct adamw *opt = trainer_optimizer(tj->trainer);
+    if (trainer_restore(tj->trainer, ck, err) != 0)
+        return -1;
+    return checkpoint_history_copy(&tj->previous, &ck->history, err);
+}
+
+int trainer_restore(struct trainer *t, const struct checkpoint *ck, struct caem_error *err)
+{
+    if (ck->optimizer == NULL || !ck->has_train_state)
+        return caem_fail(err, "the checkpoint has no optimizer state or train state");
+    struct adamw *opt = trainer_optimizer(t);
     const struct adamw *saved = ck->optimizer;
     const struct backend *be = ck->model->backend;
     be->copy(opt->m, saved->m, sizeof(float) * saved->count);
@@ -235,9 +244,15 @@ static int resume_run(struct train_job *tj, struct caem_error *err)
     state.epoch = ck->train.epoch;
     state.epoch_batch = ck->train.epoch_batch;
     state.rng_next = ck->train.rng_next;
-    if (trainer_set_state(tj->trainer, &state, err) != 0)
-        return -1;
-    return checkpoint_history_copy(&tj->previous, &ck->history, err);
+    /* the usage of the steps before the stop, so that the run's usage is an
+     * uninterrupted run's */
+    for (int i = 0; i < ck->usage_count; i++) {
+        const struct checkpoint_usage *u = &ck->usage[i];
+        if (strcmp(u->task, ck->train.task) == 0 && strcmp(u->split, "train") == 0 &&
+            trainer_add_usage(t, 0, &u->table, err) != 0)
+            return -1;
+    }
+    return trainer_set_state(t, &state, err);
 }
 
 /* Checks what trainer_create does not: the step count against a resumed

@@ -22,12 +22,17 @@
 extern const char *const train_history_columns[];
 #define TRAIN_HISTORY_COLUMNS 11
 
-/* Builds the history of a whole run in out: the rows of `previous` (a
- * resumed run's; may be NULL), then the trainer's steps, in the columns
- * above. checkpoint_history_free releases it. */
+/* Builds the history of a whole run in out, in the columns above. It has
+ * the rows of `previous` (a resumed run's, or NULL), then the trainer's
+ * steps. checkpoint_history_free releases it. */
 int train_history_build(const struct checkpoint_history *previous,
                         const struct trainer *trainer, struct checkpoint_history *out,
                         struct caem_error *err);
+
+/* Continues the saved run of a checkpoint in a trainer made for the same
+ * model, task and options. It restores the AdamW moments and step counts,
+ * the usage of the saved steps, and the train state (trainer_set_state). */
+int trainer_restore(struct trainer *t, const struct checkpoint *ck, struct caem_error *err);
 
 struct train_job_options {
     struct train_options train; /* train.steps counts the resumed steps too */

@@ -224,6 +224,20 @@ test("resume equals uninterrupted run", function()
 
   half:train{ task = task, steps = 6, batch = 8, resume = true }:wait()
   assert(half:hash() == full:hash(), "resumed in memory: same parameters")
+
+  -- the usage of the resumed run counts the steps before the stop too
+  local function train_usage(m)
+    for _, record in ipairs(m:usage_records()) do
+      if record.split == "train" then return record.usage end
+    end
+  end
+  local ua, ub = train_usage(full), train_usage(loaded)
+  for layer = 1, #ua do
+    assert(ua[layer].tokens == ub[layer].tokens, "layer " .. layer .. " tokens")
+    for e = 1, ua.experts do
+      assert(ua[layer].kept[e] == ub[layer].kept[e], "layer " .. layer .. " expert " .. e)
+    end
+  end
 end)
 
 test("resume from saved model", function()
