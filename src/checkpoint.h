@@ -75,7 +75,7 @@ struct checkpoint {
     struct checkpoint_history history;
     /* Provenance of a merged model, the /merge group; has_merge is 0 for
      * other models. merge_sources names each source (a path or a name), and
-     * merge_usage says which usage the allocation read. */
+     * merge_usage describes the usage the allocation read. */
     int has_merge;
     struct merge_record merge;
     char **merge_sources;

@@ -47,7 +47,7 @@ struct train_options {
  * adamw_defaults(). */
 struct train_options train_defaults(void);
 
-/* Where a run stands between two optimizer steps: what a checkpoint keeps
+/* Position of a run between two optimizer steps: what a checkpoint keeps
  * besides parameters and optimizer state to resume exactly. */
 struct train_state {
     uint64_t seed;

@@ -1246,7 +1246,7 @@ static long drain_pipe(int fd)
 }
 
 /* A child saves states B, A, B, ... to one path and writes a byte to a pipe
- * after each completed save; it is killed at random moments, half of them
+ * after each completed save. It is killed at random moments, half of them
  * after its first save completed. After n completed saves the file must be
  * the state of save n or, when the kill came between the rename and the
  * byte, of save n + 1; with no completed save, the state before the child. */

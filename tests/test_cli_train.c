@@ -1,7 +1,7 @@
-/* caem train and caem eval end to end, through the built program: a run on a
- * small text task writes results and a checkpoint, a run stopped and resumed
+/* caem train and caem eval end to end, through the built program. A run on a
+ * small text task writes results and a checkpoint. A run stopped and resumed
  * from its checkpoint ends with the parameters and losses of an uninterrupted
- * one, bad input fails with a message and leaves the user's files alone.
+ * one. Bad input fails with a message and leaves the user's files alone.
  *
  * The task is written here: four topics, each with its own words, and the
  * topic's name as the target. Its SentencePiece model comes from spm_train. */

@@ -1,6 +1,7 @@
-/* Jobs: the worker runs units until paused or stopped; step(n) runs exactly n
- * more, pause and stop take effect after the current unit, a failing unit
- * ends the job with its message, and notifications come once per due step. */
+/* Jobs: the worker runs units until paused or stopped, and step(n) runs
+ * exactly n more. Pause and stop take effect after the current unit, a
+ * failing unit ends the job with its message, and notifications come once
+ * per due step. */
 #include <string.h>
 #include <time.h>
 

@@ -481,8 +481,8 @@ static void test_multi_task_averages_tasks(void)
 }
 
 /* The small task (3 batches) wraps to its next epoch while the large one
- * (12 batches) goes on, and a run stopped after 5 steps resumes with the
- * losses of one that was not stopped. */
+ * (12 batches) goes on. A run stopped after 5 steps and resumed has the
+ * losses of an uninterrupted run. */
 static void test_multi_task_rotates_and_resumes(void)
 {
     enum { STEPS = 8, STOP = 5 };

@@ -160,7 +160,7 @@ static void test_table_rows_follow_config(void)
     usage_table_free(&t);
 }
 
-/* Without padding every row counts exactly the real tokens of its stack; the
+/* Without padding every row counts exactly the real tokens of its stack. The
  * soft usage of a row sums to 1 because each token's probabilities do. */
 static void test_collect_skips_padding(void)
 {
@@ -190,7 +190,8 @@ static void test_collect_skips_padding(void)
             soft += usage_table_soft(&t, row, e);
         CHECK_NEAR(soft, 1.0, 1e-6);
         double h = usage_table_entropy(&t, row);
-        CHECK(h >= 0.0 && h <= 1.0);
+        CHECK(h >= 0.0);
+        CHECK(h <= 1.0);
     }
     CHECK_MSG(dropped > 0, "capacity 2 dropped no token, so the test shows nothing");
     usage_table_free(&t);
