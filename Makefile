@@ -3,9 +3,8 @@
 #   make            build ./caem and build/libcaem.a
 #   make test       build and run every test (also under AddressSanitizer and
 #                   UndefinedBehaviorSanitizer); ends with "N passed, M failed"
-#   make demo       build the corpus (make data), then run the main job: fine-tune
-#                   and evaluate a model on its classification task
-#                   (scenarios/single_task.lua)
+#   make demo       build the corpus (make data), then run the main job: the CAEM
+#                   study at its demo size (scenarios/caem_study.lua --size demo)
 #   make data       build the default corpus from Debian's own text into build/data,
 #                   with its SentencePiece vocabulary build/data/spm.model
 #   make bench      time a training step and generation (beside the reference where
@@ -127,16 +126,16 @@ unit-tests: $(TESTS) $(SAN_TESTS)
 test: all unit-tests
 	@CAEM_ROOT=$(CURDIR) tests/run.sh $(TESTS) --variant asan $(SAN_TESTS)
 
-# The main job: fine-tune the "tiny" model on the default corpus's classification
-# task (about 1.5 minutes on two cores) with scenarios/single_task.lua, which
-# evaluates it before and after and writes build/demo/classification.h5, then
-# show what the checkpoint holds.
+# The main job: the CAEM study at its demo size (about 10 minutes on two
+# cores). It pretrains an 8-expert base on the default corpus, fine-tunes one
+# model per task, merges them with CAEM, fine-tunes CAEM-8 and Baseline-8 on
+# all tasks and prints the comparison tables; everything lands in build/demo.
+# Then it shows what the merged checkpoint holds.
 DEMO_DIR := $(BUILD)/demo
 
 demo: all data
-	@mkdir -p $(DEMO_DIR)
-	./caem run scenarios/single_task.lua
-	./caem info $(DEMO_DIR)/classification.h5
+	./caem run scenarios/caem_study.lua --size demo --out $(DEMO_DIR)
+	./caem info $(DEMO_DIR)/models/CAEM-8.h5
 
 data: all
 	./caem corpus --out $(BUILD)/data

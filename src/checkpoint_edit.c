@@ -55,6 +55,44 @@ int checkpoint_set_attribute(struct checkpoint *ck, const char *name, const char
     return 0;
 }
 
+int checkpoint_train_extra(const struct checkpoint *ck, const char *name, int64_t *value)
+{
+    for (int i = 0; i < ck->train.extra_count; i++) {
+        if (strcmp(ck->train.extra_names[i], name) == 0) {
+            *value = ck->train.extra_values[i];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int checkpoint_set_train_extra(struct checkpoint *ck, const char *name, int64_t value,
+                               struct caem_error *err)
+{
+    struct checkpoint_train_state *t = &ck->train;
+    for (int i = 0; i < t->extra_count; i++) {
+        if (strcmp(t->extra_names[i], name) == 0) {
+            t->extra_values[i] = value;
+            return 0;
+        }
+    }
+    char *new_name = copy_string(name, err);
+    size_t count = (size_t)t->extra_count + 1;
+    char **names = new_name != NULL ? realloc(t->extra_names, sizeof *names * count) : NULL;
+    if (names != NULL)
+        t->extra_names = names;
+    int64_t *values = names != NULL ? realloc(t->extra_values, sizeof *values * count) : NULL;
+    if (values == NULL) {
+        free(new_name);
+        return caem_fail(err, "out of memory for train state value '%s'", name);
+    }
+    t->extra_values = values;
+    t->extra_names[t->extra_count] = new_name;
+    t->extra_values[t->extra_count] = value;
+    t->extra_count++;
+    return 0;
+}
+
 int checkpoint_set_usage(struct checkpoint *ck, const char *task, const char *split,
                          const struct usage_table *table, struct caem_error *err)
 {

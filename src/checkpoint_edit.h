@@ -21,6 +21,14 @@ const char *checkpoint_attribute(const struct checkpoint *ck, const char *name);
 int checkpoint_set_attribute(struct checkpoint *ck, const char *name, const char *value,
                              struct caem_error *err);
 
+/* Looks up a named integer of the train state: 1 and *value when present,
+ * else 0. */
+int checkpoint_train_extra(const struct checkpoint *ck, const char *name, int64_t *value);
+
+/* Sets a named integer of the train state, replacing one of the same name. */
+int checkpoint_set_train_extra(struct checkpoint *ck, const char *name, int64_t value,
+                               struct caem_error *err);
+
 /* Stores a copy of a usage table as the record of (task, split), replacing
  * the record of the same task and split. */
 int checkpoint_set_usage(struct checkpoint *ck, const char *task, const char *split,

@@ -105,10 +105,8 @@ static void print_progress(struct trainer *t, struct train_snapshot *s)
 /* Returns the value of a train state's named integer, or `fallback`. */
 static long train_extra(const struct checkpoint *ck, const char *name, long fallback)
 {
-    for (int i = 0; i < ck->train.extra_count; i++)
-        if (strcmp(ck->train.extra_names[i], name) == 0)
-            return (long)ck->train.extra_values[i];
-    return fallback;
+    int64_t value;
+    return checkpoint_train_extra(ck, name, &value) ? (long)value : fallback;
 }
 
 /* 1 when cfg has the shape of the preset, the vocabulary aside. */

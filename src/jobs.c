@@ -91,7 +91,10 @@ static void task_names(const struct train_job *tj, char *out, size_t size)
     }
 }
 
-static void store_train_state(struct train_job *tj)
+/* Stores the trainer's position. A run of several tasks also keeps each
+ * task's place in its data as the named integers "tasks", "task_K_epoch" and
+ * "task_K_epoch_batch" (K from 1); a single task's "tasks" is 1. */
+static int store_train_state(struct train_job *tj, struct caem_error *err)
 {
     struct checkpoint *ck = tj->state;
     struct train_state state;
@@ -106,6 +109,18 @@ static void store_train_state(struct train_job *tj)
     ck->train.batch_size = tj->options.train.batch_size;
     ck->train.accumulation = tj->options.train.accumulation;
     task_names(tj, ck->train.task, sizeof ck->train.task);
+    if (checkpoint_set_train_extra(ck, "tasks", state.tasks > 0 ? state.tasks : 1, err) != 0)
+        return -1;
+    for (int k = 0; state.tasks > 1 && k < state.tasks; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "task_%d_epoch", k + 1);
+        if (checkpoint_set_train_extra(ck, name, state.epochs[k], err) != 0)
+            return -1;
+        snprintf(name, sizeof name, "task_%d_epoch_batch", k + 1);
+        if (checkpoint_set_train_extra(ck, name, state.epoch_batches[k], err) != 0)
+            return -1;
+    }
+    return 0;
 }
 
 int train_job_store(struct train_job *tj, struct caem_error *err)
@@ -117,7 +132,8 @@ int train_job_store(struct train_job *tj, struct caem_error *err)
         return -1;
     checkpoint_history_free(&ck->history);
     ck->history = history;
-    store_train_state(tj);
+    if (store_train_state(tj, err) != 0)
+        return -1;
 
     /* usage per task; the validation usage mixes the tasks of a multi-task
      * run, so it is kept for a single task only */
@@ -217,9 +233,12 @@ static int resume_run(struct train_job *tj, struct caem_error *err)
         return caem_fail(err, "the run to resume used batch %d and accumulation %d, not %d "
                          "and %d", ck->train.batch_size, ck->train.accumulation,
                          o->batch_size, o->accumulation);
-    if (strcmp(ck->train.task, tj->task->name) != 0)
-        return caem_fail(err, "the run to resume trained on task '%s', not '%s'",
-                         ck->train.task, tj->task->name);
+    char names[CHECKPOINT_TASK_MAX];
+    task_names(tj, names, sizeof names);
+    if (strcmp(ck->train.task, names) != 0)
+        return caem_fail(err, "the run to resume trained on %s '%s', not '%s'",
+                         strchr(ck->train.task, '+') != NULL ? "tasks" : "task",
+                         ck->train.task, names);
     if (trainer_restore(tj->trainer, ck, err) != 0)
         return -1;
     return checkpoint_history_copy(&tj->previous, &ck->history, err);
@@ -244,13 +263,38 @@ int trainer_restore(struct trainer *t, const struct checkpoint *ck, struct caem_
     state.epoch = ck->train.epoch;
     state.epoch_batch = ck->train.epoch_batch;
     state.rng_next = ck->train.rng_next;
+    int64_t tasks = 1;
+    checkpoint_train_extra(ck, "tasks", &tasks);
+    if (tasks < 1 || tasks > TRAIN_MAX_TASKS)
+        return caem_fail(err, "the saved run's train state names %lld tasks, expected 1 to %d",
+                         (long long)tasks, TRAIN_MAX_TASKS);
+    if (tasks > 1) {
+        state.tasks = (int)tasks;
+        for (int k = 0; k < state.tasks; k++) {
+            char epoch[64], batch[64];
+            int64_t e, b;
+            snprintf(epoch, sizeof epoch, "task_%d_epoch", k + 1);
+            snprintf(batch, sizeof batch, "task_%d_epoch_batch", k + 1);
+            if (!checkpoint_train_extra(ck, epoch, &e) || !checkpoint_train_extra(ck, batch, &b))
+                return caem_fail(err, "the saved run of %d tasks has no position for task %d "
+                                 "(%s, %s in /train_state)", state.tasks, k + 1, epoch, batch);
+            if (e < 0 || e > UINT32_MAX || b < 0)
+                return caem_fail(err, "invalid saved position of task %d: epoch %lld, batch "
+                                 "%lld", k + 1, (long long)e, (long long)b);
+            state.epochs[k] = (uint32_t)e;
+            state.epoch_batches[k] = (long)b;
+        }
+    }
     /* the usage of the steps before the stop, so that the run's usage is an
      * uninterrupted run's */
-    for (int i = 0; i < ck->usage_count; i++) {
-        const struct checkpoint_usage *u = &ck->usage[i];
-        if (strcmp(u->task, ck->train.task) == 0 && strcmp(u->split, "train") == 0 &&
-            trainer_add_usage(t, 0, &u->table, err) != 0)
-            return -1;
+    for (int k = 0; k < trainer_task_count(t); k++) {
+        const char *name = trainer_task(t, k)->name;
+        for (int i = 0; i < ck->usage_count; i++) {
+            const struct checkpoint_usage *u = &ck->usage[i];
+            if (strcmp(u->task, name) == 0 && strcmp(u->split, "train") == 0 &&
+                trainer_add_usage(t, k, &u->table, err) != 0)
+                return -1;
+        }
     }
     return trainer_set_state(t, &state, err);
 }
@@ -267,9 +311,6 @@ static int check_train_options(const struct checkpoint *state, const struct task
     if (o->more_task_count < 0 || o->more_task_count >= TRAIN_MAX_TASKS)
         return caem_fail(err, "invalid number of tasks %d, expected 1 to %d",
                          o->more_task_count + 1, TRAIN_MAX_TASKS);
-    if (o->more_task_count > 0 && o->resume)
-        return caem_fail(err, "resuming a run of several tasks is not supported yet; start "
-                         "it again, or resume each task's run on its own");
     for (int k = 0; k <= o->more_task_count; k++) {
         const struct task *t = k == 0 ? task : o->more_tasks[k - 1];
         const struct task_split *validation = &t->splits[TASK_SPLIT_VALIDATION];

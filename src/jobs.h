@@ -46,7 +46,7 @@ struct train_job_options {
     const char *tokenizer_path; /* stored as the attribute "tokenizer"; NULL: none */
     /* Tasks trained together with the job's task (trainer_create_multi); the
      * tasks must outlive the job, the list is copied. NULL and 0 for a single
-     * task. A run of several tasks cannot be resumed yet. */
+     * task. Resuming such a run needs the same tasks in the same order. */
     const struct task *const *more_tasks;
     int more_task_count;
 };

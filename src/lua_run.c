@@ -127,7 +127,8 @@ int lua_model_train(lua_State *L)
     int more_count = 0;
     struct lua_task *lk = NULL;
     int task_index;
-    if (lua_getfield(L, 2, "tasks") != LUA_TNIL) {
+    int task_list = lua_getfield(L, 2, "tasks") != LUA_TNIL;
+    if (task_list) {
         /* several tasks: the job keeps the list, and with it every task */
         int list = lua_gettop(L);
         lk = read_task_list(L, lm, list, more, &more_count, function);
@@ -147,9 +148,9 @@ int lua_model_train(lua_State *L)
     read_train_options(L, lm, &lk->task, &o);
     o.more_tasks = more;
     o.more_task_count = more_count;
-    if (more_count > 0)
+    if (task_list)
         lua_geti(L, task_index, 1);
-    lua_getiuservalue(L, more_count > 0 ? -1 : task_index, 1);
+    lua_getiuservalue(L, task_list ? -1 : task_index, 1);
     o.tokenizer_path = lua_tokenizer_check(L, -1)->path;
     struct job_controls c;
     read_controls(L, 2, function, &c);

@@ -484,6 +484,11 @@ int trainer_task_count(const struct trainer *t)
     return t->task_count;
 }
 
+const struct task *trainer_task(const struct trainer *t, int k)
+{
+    return t->streams[k].task;
+}
+
 const struct train_record *trainer_history(const struct trainer *t, long *count)
 {
     *count = t->history_count;

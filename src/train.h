@@ -153,6 +153,9 @@ const struct usage_table *trainer_task_usage(const struct trainer *t, int task);
 /* Number of tasks the trainer trains. */
 int trainer_task_count(const struct trainer *t);
 
+/* Task k of the run (0 is the first); k must be below trainer_task_count. */
+const struct task *trainer_task(const struct trainer *t, int k);
+
 /* The history of this process's steps, oldest first; valid until the next step. */
 const struct train_record *trainer_history(const struct trainer *t, long *count);
 

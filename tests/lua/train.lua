@@ -1,5 +1,6 @@
 -- model:train and the job controls: results, status, step, pause, stop,
--- callbacks, the busy model, exact resume, checkpoints, usage, errors.
+-- callbacks, the busy model, exact resume (of one task and of several),
+-- checkpoints, usage, errors.
 
 if fixture.spm == nil then
   skip("training", "no SentencePiece model (spm_train is missing)")
@@ -240,6 +241,43 @@ test("resume equals uninterrupted run", function()
   end
 end)
 
+test("resume a run of several tasks", function()
+  -- a second task of 24 examples: 3 batches per epoch against topics' 20
+  local small = caem.task{ name = "small", tokenizer = tok, max_input = 24, max_target = 4,
+                           train = fixture.dir .. "/topics/validation.jsonl",
+                           validation = fixture.dir .. "/topics/validation.jsonl" }
+  local tasks = { task, small }
+  local full = new_model(5)
+  full:train{ tasks = tasks, steps = 8, batch = 8, seed = 3 }:wait()
+
+  local path = fixture.dir .. "/multi_half.h5"
+  local half = new_model(5)
+  half:train{ tasks = tasks, steps = 4, batch = 8, seed = 3, checkpoint = path }:wait()
+  local loaded = caem.load(path)
+  loaded:train{ tasks = tasks, steps = 8, batch = 8, resume = true }:wait()
+  assert(loaded:hash() == full:hash(), "resumed from the file: same parameters")
+  local a, b = full:history(), loaded:history()
+  for i = 1, 8 do
+    assert(a[i].loss == b[i].loss, "step " .. i .. ": " .. a[i].loss .. " vs " .. b[i].loss)
+  end
+  -- each task's usage counts the steps before the stop too
+  local function usage_of(m, name)
+    for _, record in ipairs(m:usage_records()) do
+      if record.task == name and record.split == "train" then return record.usage end
+    end
+  end
+  for _, name in ipairs({ "topics", "small" }) do
+    local ua, ub = usage_of(full, name), usage_of(loaded, name)
+    for layer = 1, #ua do
+      for e = 1, ua.experts do
+        assert(ua[layer].kept[e] == ub[layer].kept[e], name .. " layer " .. layer)
+      end
+    end
+  end
+  expect_error("trained on tasks 'topics+small', not 'topics'", loaded.train, loaded,
+               { task = task, steps = 12, batch = 8, resume = true })
+end)
+
 test("resume from saved model", function()
   local path = fixture.dir .. "/saved-run.h5"
   local m = new_model(2)
@@ -360,6 +398,10 @@ test("train several tasks together", function()
   expect_error("give task or tasks, not both", m.train, m,
                { task = task, tasks = { task }, steps = 6 })
   expect_error("tasks[2] is not a caem.task", m.train, m, { tasks = { task, 3 }, steps = 6 })
-  expect_error("resuming a run of several tasks is not supported yet", m.train, m,
-               { tasks = { task, other }, steps = 6, resume = true })
+  expect_error("the run to resume trained on tasks 'topics+topics2', not 'topics2+topics'",
+               m.train, m, { tasks = { other, task }, steps = 6, resume = true })
+  -- a list of one task trains as task = does
+  local one = new_model()
+  local _, one_state = one:train{ tasks = { task }, steps = 2, batch = 8 }:wait()
+  assert(one_state == "finished" and one.attributes.task == "topics", "a list of one task")
 end)
