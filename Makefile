@@ -27,15 +27,22 @@ PKG_LIBS = $(shell PKG_CONFIG_PATH=$(OPENBLAS_DIR)/pkgconfig pkg-config --libs o
            -Wl,-rpath,$(OPENBLAS_DIR) $(shell pkg-config --libs $(PKGS))
 WARNINGS := -Wall -Wextra -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-unused-parameter
-BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -fopenmp $(WARNINGS) $(PKG_CFLAGS) -Isrc
+BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -fopenmp $(WARNINGS) $(PKG_CFLAGS) -Isrc -Iui
 OPT_CFLAGS ?= -O2 -g
 SAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
               -fno-omit-frame-pointer
 LIBS = $(PKG_LIBS) -fopenmp -lm
 
 LIB_SRCS := $(filter-out src/main.c,$(wildcard src/*.c))
-LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
-SAN_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/asan/obj/%.o)
+UI_SRCS := $(wildcard ui/*.c)
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o) $(UI_SRCS:ui/%.c=$(BUILD)/obj/ui/%.o)
+SAN_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/asan/obj/%.o) $(UI_SRCS:ui/%.c=$(BUILD)/asan/obj/ui/%.o)
+# ar keeps only the file name of a member, so a ui/ file named like a src/
+# file would replace that file's object in libcaem.a.
+UI_CLASHES := $(filter $(notdir $(UI_SRCS)),$(notdir $(LIB_SRCS)))
+ifneq ($(UI_CLASHES),)
+$(error ui/ and src/ both have $(UI_CLASHES); rename one, since libcaem.a holds both)
+endif
 TEST_SRCS := $(wildcard tests/test_*.c)
 TESTS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 SAN_TESTS := $(TEST_SRCS:tests/%.c=$(BUILD)/asan/tests/%)
@@ -84,6 +91,14 @@ $(BUILD)/obj/%.o: src/%.c $(BUILD_CONFIG) | $(DEPS_STAMP)
 	$(CC) $(BASE_CFLAGS) $(OPT_CFLAGS) $(CUDA_CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/asan/obj/%.o: src/%.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(SAN_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/ui/%.o: ui/%.c $(BUILD_CONFIG) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(OPT_CFLAGS) $(CUDA_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/asan/obj/ui/%.o: ui/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(SAN_CFLAGS) -MMD -MP -c $< -o $@
 

@@ -67,6 +67,10 @@ void canvas_put(struct canvas *c, int x, int y, wchar_t ch, enum canvas_style st
 int canvas_text(struct canvas *c, int x, int y, int max_width, enum canvas_style style,
                 const char *utf8);
 
+/* Returns the cells canvas_text would take for the whole text: its
+ * characters, an invalid byte counting as one. */
+int canvas_text_cells(const char *utf8);
+
 /* canvas_text with a printf format. */
 int canvas_printf(struct canvas *c, int x, int y, int max_width, enum canvas_style style,
                   const char *format, ...) __attribute__((format(printf, 6, 7)));
