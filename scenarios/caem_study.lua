@@ -405,40 +405,59 @@ for _, task in ipairs(tasks) do
   columns[#columns + 1] = task.name
 end
 columns[#columns + 1] = "overall"
+columns[#columns + 1] = "tasks"
+
+-- Overall Performance against the single-task models with `reference`
+-- experts, over the tasks whose single-task score is above 0 (the formula
+-- divides by it). Returns the value (nil without such a task) and the count
+-- of tasks it averages, as "2/3".
+local function overall(scores, reference)
+  local multi, alone = {}, {}
+  for _, task in ipairs(tasks) do
+    local one = primary_of(single_scores[reference][task.name])
+    if one > 0 then
+      multi[#multi + 1] = primary_of(scores[task.name])
+      alone[#alone + 1] = one
+    end
+  end
+  local counted = ("%d/%d"):format(#alone, #tasks)
+  if #alone == 0 then
+    return nil, counted
+  end
+  return caem.overall_performance(multi, alone), counted
+end
+
+-- The tasks a single-task model scores 0 on, which Overall Performance
+-- leaves out.
+local left_out = {}
 for _, experts in ipairs(expert_counts) do
-  local row = { model = "single-task-" .. experts, vs = "-", overall = 1.0 }
+  local value, counted = overall(single_scores[experts], experts)
+  local row = { model = "single-task-" .. experts, vs = "-", overall = value, tasks = counted }
   for _, task in ipairs(tasks) do
     row[task.name] = primary_of(single_scores[experts][task.name])
+    if row[task.name] == 0 then
+      left_out[#left_out + 1] = ("%s (%d experts)"):format(task.name, experts)
+    end
   end
   rows[#rows + 1] = row
 end
-
--- Overall Performance against the single-task models with `reference`
--- experts; nil when a single-task score is 0.
-local function overall(scores, reference)
-  local multi, alone = {}, {}
-  for i, task in ipairs(tasks) do
-    multi[i] = primary_of(scores[task.name])
-    alone[i] = primary_of(single_scores[reference][task.name])
-    if alone[i] == 0 then
-      return nil
-    end
-  end
-  return caem.overall_performance(multi, alone)
-end
-
 for _, name in ipairs(configurations) do
   local m = trained[name]
-  local row = { model = name, vs = "single-task-" .. m.reference,
-                overall = overall(m.scores, m.reference) }
+  local value, counted = overall(m.scores, m.reference)
+  local row = { model = name, vs = "single-task-" .. m.reference, overall = value,
+                tasks = counted }
   for _, task in ipairs(tasks) do
     row[task.name] = primary_of(m.scores[task.name])
   end
   rows[#rows + 1] = row
 end
 caem.table_print(rows, { columns = columns, out = tee })
-say("vs: the single-task models Overall Performance compares with; a blank overall means a "
-    .. "single-task score of 0")
+say("vs: the single-task models Overall Performance compares with; tasks: how many tasks it "
+    .. "averages")
+if #left_out > 0 then
+  say("left out of Overall Performance, because the single-task model scores 0 on it: %s",
+      table.concat(left_out, ", "))
+end
 
 -- (b) entropy: each task's usage on its validation split
 say("\n(b) Mean normalized entropy per task (encoder/decoder), validation split")
@@ -508,7 +527,7 @@ local soup_columns = { "models" }
 for _, task in ipairs(tasks) do
   soup_columns[#soup_columns + 1] = task.name
 end
-for _, c in ipairs({ "overall", "cka_encoder", "cka_decoder" }) do
+for _, c in ipairs({ "overall", "tasks", "cka_encoder", "cka_decoder" }) do
   soup_columns[#soup_columns + 1] = c
 end
 for _, experts in ipairs(expert_counts) do
@@ -525,7 +544,8 @@ for _, experts in ipairs(expert_counts) do
                                                 model_name = "soup " .. label },
                                  "evaluating the soup of " .. label)
     end
-    local row = { models = label, overall = overall(scores, experts) }
+    local row = { models = label }
+    row.overall, row.tasks = overall(scores, experts)
     local enc, dec, n = 0, 0, 0
     for _, task in ipairs(tasks) do
       row[task.name] = primary_of(scores[task.name])
