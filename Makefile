@@ -14,7 +14,7 @@
 # The first build installs missing Debian packages through tools/deps.sh.
 
 BUILD := build
-PKGS := jansson libutf8proc hdf5-serial lua5.4 readline
+PKGS := jansson libutf8proc hdf5-serial lua5.4 readline ncursesw
 # OpenBLAS built for OpenMP, so that its threads and the OpenMP loops share
 # one thread pool (the default pthread build's threads compete with them). Its
 # directory is not the system default, hence the rpath.

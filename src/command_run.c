@@ -2,12 +2,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "interrupt.h"
 #include "lua_caem.h"
 #include "lua_runner.h"
 #include "repl.h"
+#include "screen.h"
 
 static void print_run_usage(FILE *out)
 {
@@ -151,7 +153,7 @@ int command_run(int argc, char **argv, const struct global_options *g)
     return status == LUA_OK ? 0 : 1;
 }
 
-int command_repl(const struct global_options *g)
+int command_repl(const struct global_options *g, int screen)
 {
     if (reject_seed(g) != 0)
         return 2;
@@ -164,7 +166,16 @@ int command_repl(const struct global_options *g)
         return 1;
     }
     lua_runner_set_arg(runner.L, g->all_argc, g->all_argv, 0);
-    int status = repl_run(&runner);
+    int status = -1;
+    if (screen && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO)) {
+        char why[256] = "";
+        status = screen_run(&runner, why, sizeof why);
+        if (status < 0)
+            fprintf(stderr, "caem: the live screen cannot start (%s); the plain REPL instead\n",
+                    why);
+    }
+    if (status < 0)
+        status = repl_run(&runner);
     lua_runner_close(&runner);
     interrupt_uninstall();
     return status;

@@ -43,7 +43,9 @@ int command_eval(int argc, char **argv, const struct global_options *g);
  * script run headless. */
 int command_run(int argc, char **argv, const struct global_options *g);
 
-/* caem --plain, and caem without a command: the plain REPL. */
-int command_repl(const struct global_options *g);
+/* caem without a command (screen = 1): the live screen, or the plain REPL
+ * when standard input or output is not a terminal or the screen cannot
+ * start; caem --plain (screen = 0): the plain REPL. */
+int command_repl(const struct global_options *g, int screen);
 
 #endif

@@ -10,7 +10,10 @@
 
 #include <lua.h>
 
+#include "checkpoint.h"
+#include "error.h"
 #include "job.h"
+#include "usage.h"
 
 /* Hooks of the program that runs the Lua state. */
 struct lua_caem_host {
@@ -39,5 +42,31 @@ int lua_caem_stop_jobs(lua_State *L);
 
 /* Number of jobs of the state that have not ended. */
 int lua_caem_running_jobs(lua_State *L);
+
+/* ---- what the live screen follows ----
+ * The watched job is the latest one started, or the one a script chose
+ * (lua_caem_watch_set with "job"). The state keeps it and the latest merged
+ * model by weak references, so neither is kept alive for the screen. */
+
+/* Makes the value at index the watched "job" or the latest "merge". */
+void lua_caem_watch_set(lua_State *L, const char *what, int index);
+
+/* Copies the watched job's status; returns 0 when there is none. */
+int lua_caem_watched_status(lua_State *L, struct job_status *status);
+
+/* Copies the watched job's usage so far (a training job's train-split
+ * usage since its start, an evaluation's once it finished) into `usage`,
+ * which this call sets up. Returns 1, 0 when there is none, or -1 with err
+ * set. */
+int lua_caem_watched_usage(lua_State *L, struct usage_table *usage, struct caem_error *err);
+
+enum lua_caem_control { LUA_CAEM_PAUSE, LUA_CAEM_RESUME, LUA_CAEM_STEP, LUA_CAEM_STOP };
+
+/* Pauses, resumes, advances by one unit or stops the watched job, when it
+ * has not ended. */
+void lua_caem_control(lua_State *L, enum lua_caem_control control);
+
+/* The state of the latest merged model still alive, or NULL. */
+const struct checkpoint *lua_caem_last_merge(lua_State *L);
 
 #endif

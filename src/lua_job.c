@@ -10,6 +10,9 @@
  * which keeps a job that has not been released from being collected. */
 #define ANCHORS_KEY "caem.jobs"
 #define HOST_KEY "caem.host"
+/* Registry table with weak values: "job", the job the screen follows, and
+ * "merge", the model of the latest caem.merge. */
+#define WATCH_KEY "caem.watch"
 
 /* Seconds job:wait sleeps between looks at the job, and between calls of the
  * host's progress hook. */
@@ -86,8 +89,97 @@ struct lua_job *lua_job_push(lua_State *L, enum lua_job_kind kind, int model_ind
     return lj;
 }
 
+/* Pushes the WATCH_KEY table, creating it on first use. */
+static void watch_push(lua_State *L)
+{
+    if (lua_getfield(L, LUA_REGISTRYINDEX, WATCH_KEY) != LUA_TNIL)
+        return;
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, WATCH_KEY);
+}
+
+void lua_caem_watch_set(lua_State *L, const char *what, int index)
+{
+    index = lua_absindex(L, index);
+    watch_push(L);
+    lua_pushvalue(L, index);
+    lua_setfield(L, -2, what);
+    lua_pop(L, 1);
+}
+
+/* Returns the watched job, or NULL when there is none. */
+static struct lua_job *watched_job(lua_State *L)
+{
+    watch_push(L);
+    lua_getfield(L, -1, "job");
+    struct lua_job *lj = luaL_testudata(L, -1, JOB_TYPE);
+    lua_pop(L, 2);
+    return lj != NULL && lj->job != NULL ? lj : NULL;
+}
+
+int lua_caem_watched_status(lua_State *L, struct job_status *status)
+{
+    struct lua_job *lj = watched_job(L);
+    if (lj == NULL)
+        return 0;
+    job_status(lj->job, status);
+    return 1;
+}
+
+int lua_caem_watched_usage(lua_State *L, struct usage_table *usage, struct caem_error *err)
+{
+    struct lua_job *lj = watched_job(L);
+    if (lj == NULL)
+        return 0;
+    if (lj->kind != LUA_JOB_TRAIN) {
+        const struct evaluation *e = evaluate_job_result(lj->evaluate);
+        if (e == NULL)
+            return 0;
+        return usage_table_init_like(usage, &e->usage, err) != 0 ||
+                       usage_table_copy(usage, &e->usage, err) != 0
+                   ? -1
+                   : 1;
+    }
+    struct usage_table window;
+    if (train_job_usage(lj->train, usage, &window, err) != 0)
+        return -1;
+    usage_table_free(&window);
+    return 1;
+}
+
+void lua_caem_control(lua_State *L, enum lua_caem_control control)
+{
+    struct lua_job *lj = watched_job(L);
+    if (lj == NULL || lua_job_ended(lj))
+        return;
+    if (control == LUA_CAEM_PAUSE)
+        job_pause(lj->job);
+    else if (control == LUA_CAEM_RESUME)
+        job_resume(lj->job);
+    else if (control == LUA_CAEM_STEP)
+        job_step(lj->job, 1);
+    else
+        job_stop(lj->job);
+}
+
+const struct checkpoint *lua_caem_last_merge(lua_State *L)
+{
+    watch_push(L);
+    lua_getfield(L, -1, "merge");
+    struct lua_model *lm = luaL_testudata(L, -1, MODEL_TYPE);
+    lua_pop(L, 2);
+    return lm != NULL && lm->state.has_merge ? &lm->state : NULL;
+}
+
 void lua_job_attach(lua_State *L, struct lua_job *lj, int paused)
 {
+    lua_caem_watch_set(L, "job", -1);
     lj->model->job = lj;
     anchors_push(L);
     lua_pushlightuserdata(L, lj);

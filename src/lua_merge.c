@@ -297,6 +297,7 @@ static int caem_merge(lua_State *L)
     target->name = strdup(name);
     if (status != 0)
         return raise_error(L, function, &err);
+    lua_caem_watch_set(L, "merge", -1); /* the screen's merge view shows it */
     return 1;
 }
 

@@ -138,10 +138,15 @@ int lua_runner_open(struct lua_runner *r, int traceback, struct caem_error *err)
     }
     lua_setglobal(L, "caem");
 
+    lua_runner_set_hooks(r);
+    return 0;
+}
+
+void lua_runner_set_hooks(struct lua_runner *r)
+{
     /* r stays at its address while the state lives: the hooks keep it */
     struct lua_caem_host host = { host_progress, host_interrupted, r };
-    lua_caem_set_host(L, &host);
-    return 0;
+    lua_caem_set_host(r->L, &host);
 }
 
 void lua_runner_close(struct lua_runner *r)

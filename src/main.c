@@ -44,8 +44,10 @@ static void print_usage(FILE *out)
             "                  reads it from standard input (caem run --help)\n"
             "  -e CHUNK [-e CHUNK]... [SCRIPT.lua [ARGS...]]\n"
             "                  run Lua chunks in order, then the script if one is given\n"
-            "  --plain         the Lua REPL on standard input, with GNU readline; also what\n"
-            "                  caem without a command starts (there is no live screen yet)\n"
+            "  --plain         the Lua REPL on standard input, with GNU readline, without\n"
+            "                  the screen. caem without a command starts the live screen\n"
+            "                  (panels of the running job above the REPL; F1 lists the\n"
+            "                  keys), or this REPL when input or output is not a terminal\n"
             "  corpus [--out DIR] [--max-examples N] [--lists DIR] [--wordnet DIR]\n"
             "         [--vocab-size N]\n"
             "                  build the default corpus (summarization, classification and\n"
@@ -339,11 +341,11 @@ int main(int argc, char **argv)
         return 2;
     backend_cpu_set_threads(g.threads);
     if (argc == 1)
-        return command_repl(&g);
+        return command_repl(&g, 1);
     if (strcmp(argv[1], "--plain") == 0) {
         if (argc > 2)
             return usage_error("unexpected argument '%s' after --plain", argv[2]);
-        return command_repl(&g);
+        return command_repl(&g, 0);
     }
     if (strcmp(argv[1], "-e") == 0)
         return command_run(argc, argv, &g);

@@ -371,13 +371,20 @@ static char **complete(const char *text, int start, int end)
     return matches;
 }
 
-static void terminal_setup(struct repl *s)
+/* Sets readline up for the REPL's lines: its name, no signal handlers of
+ * its own, and completion of Lua names. */
+static void completion_setup(void)
 {
     rl_readline_name = "caem";
     rl_catch_signals = 0; /* interrupt.c handles SIGINT */
     /* "model:tr" and "a.b.c" are one word to complete */
     rl_basic_word_break_characters = " \t\n\"\\'`@$><=;|&{(,+-*/%^~#[]";
     rl_attempted_completion_function = complete;
+}
+
+static void terminal_setup(struct repl *s)
+{
+    completion_setup();
     history_open(s);
     wrap_print(s->L);
 }
@@ -506,6 +513,53 @@ static void run_stream(struct repl *s)
     if (stopped > 0)
         fprintf(stderr, "caem: stopped %d job%s still running at the end of input\n", stopped,
                 stopped == 1 ? "" : "s");
+}
+
+struct repl_session {
+    struct repl repl;
+};
+
+struct repl_session *repl_session_open(struct lua_runner *r)
+{
+    struct repl_session *session = calloc(1, sizeof *session);
+    if (session == NULL)
+        return NULL;
+    struct repl *s = &session->repl;
+    s->runner = r;
+    s->L = r->L;
+    s->terminal = 1;
+    s->last_poll = monotonic_seconds();
+    active = s;
+    completion_setup();
+    history_open(s);
+    return session;
+}
+
+void repl_session_line(struct repl_session *session, const char *line)
+{
+    history_add(&session->repl, line);
+    take_line(&session->repl, line);
+}
+
+int repl_session_continues(const struct repl_session *session)
+{
+    return session->repl.chunk != NULL;
+}
+
+void repl_session_drop(struct repl_session *session)
+{
+    drop_chunk(&session->repl);
+}
+
+void repl_session_close(struct repl_session *session)
+{
+    if (session == NULL)
+        return;
+    history_close(&session->repl);
+    drop_chunk(&session->repl);
+    if (active == &session->repl)
+        active = NULL;
+    free(session);
 }
 
 int repl_run(struct lua_runner *r)

@@ -27,6 +27,29 @@
  * status: 1 when input was not a terminal and a chunk failed, else 0. */
 int repl_run(struct lua_runner *r);
 
+/* The REPL's handling of input lines, for the live screen, which reads
+ * them with readline on its own terminal: the history file, completion, and
+ * the chunks (a line runs once its chunk is complete). Output goes to
+ * stdout and stderr. */
+struct repl_session;
+
+/* Opens the history and installs readline's completion for r's state.
+ * Returns NULL when out of memory. */
+struct repl_session *repl_session_open(struct lua_runner *r);
+
+/* Adds a line to the history and runs it, or keeps it until its chunk is
+ * complete. */
+void repl_session_line(struct repl_session *s, const char *line);
+
+/* 1 while the lines of an incomplete chunk wait for more. */
+int repl_session_continues(const struct repl_session *s);
+
+/* Drops the lines of an incomplete chunk. */
+void repl_session_drop(struct repl_session *s);
+
+/* Writes the history file and frees the session. */
+void repl_session_close(struct repl_session *s);
+
 /* Pushes the text the REPL prints for the value at idx: for a table
  * without __tostring or __name, one level of its contents (the sequence
  * 1..n in order, then the other keys sorted, nested tables as {...}, cut
