@@ -4,7 +4,8 @@
  * counter advances, that the utilization shares of the selected layer sum
  * to 100% within rounding, that the entropies lie in [0, 1], that F8 pauses
  * the counter, that F9 and job:step(n) advance it by exactly the requested
- * steps, that F1 shows the keys, that a window below 80x24 gets a message
+ * steps, that F7 shows a merge made from the REPL, that F1 shows the
+ * keys, that a window below 80x24 gets a message
  * and the panels come back after it grows, and that Ctrl-D asks before
  * quitting while a job is paused and then ends the program. A second run
  * in the C locale checks the ASCII drawing.
@@ -91,6 +92,17 @@ static int wait_for(const char *text, double seconds)
 {
     for (double waited = 0; waited < seconds; waited += 0.2) {
         if (capture() == 0 && strstr(screen_text, text) != NULL)
+            return 1;
+        sleep_seconds(0.2);
+    }
+    return 0;
+}
+
+/* Waits up to `seconds` for the tmux session to end with the program. */
+static int session_ends(double seconds)
+{
+    for (double waited = 0; waited < seconds; waited += 0.2) {
+        if (tmux("has-session -t caem") != 0)
             return 1;
         sleep_seconds(0.2);
     }
@@ -253,6 +265,24 @@ static void test_screen_pause_and_step(void)
     CHECK_MSG(strstr(lines[0], "paused") != NULL, "status after stepping: %s", lines[0]);
 }
 
+static void test_screen_merge_view(void)
+{
+    if (!ready)
+        SKIP("%s", skip_reason);
+    tmux("send-keys -t caem F7");
+    CHECK_MSG(wait_for("no merge yet", 3.0), "merge view before a merge:\n%s", screen_text);
+    /* two sources whose usage favours expert 0 and expert 1 in every layer */
+    type_line("u = function(f) local t = {} for l = 1, 4 do local k = {} for e = 1, 4 do "
+              "k[e] = e == f and 50 or 1 end t[l] = {kept = k} end return t end");
+    type_line("mm = caem.merge{sources = {caem.model{preset = 'tiny', seed = 1}, "
+              "caem.model{preset = 'tiny', seed = 2}}, experts = 4, usage = {u(1), u(2)}, "
+              "allow_different_bases = true}");
+    CHECK_MSG(wait_for("enc MoE 1", 5.0), "no merge shown:\n%s", screen_text);
+    CHECK_MSG(strstr(screen_text, "slots") != NULL, "no slots:\n%s", screen_text);
+    tmux("send-keys -t caem F7");
+    CHECK_MSG(wait_for("utilization", 3.0), "F7 again shows the panels:\n%s", screen_text);
+}
+
 static void test_screen_help(void)
 {
     if (!ready)
@@ -287,12 +317,7 @@ static void test_screen_quit_asks(void)
     tmux("send-keys -t caem C-d");
     CHECK_MSG(wait_for("quit anyway?", 3.0), "no question:\n%s", screen_text);
     tmux("send-keys -t caem y Enter");
-    int ended = 0;
-    for (int i = 0; i < 50 && !ended; i++) {
-        sleep_seconds(0.2);
-        ended = tmux("has-session -t caem") != 0;
-    }
-    CHECK_MSG(ended, "caem did not quit:\n%s", screen_text);
+    CHECK_MSG(session_ends(10.0), "caem did not quit:\n%s", screen_text);
 }
 
 /* In the C locale the screen draws with ASCII only, and Ctrl-D without a
@@ -314,12 +339,7 @@ static void test_screen_ascii(void)
     CHECK_MSG(wide == 0, "%d bytes above 127:\n%s", wide, screen_text);
     CHECK_MSG(strstr(screen_text, "+ utilization") != NULL, "no ASCII frame:\n%s", screen_text);
     tmux("send-keys -t caem C-d");
-    int ended = 0;
-    for (int i = 0; i < 50 && !ended; i++) {
-        sleep_seconds(0.2);
-        ended = tmux("has-session -t caem") != 0;
-    }
-    CHECK_MSG(ended, "caem did not quit:\n%s", screen_text);
+    CHECK_MSG(session_ends(10.0), "caem did not quit:\n%s", screen_text);
 }
 
 int main(void)
@@ -330,6 +350,7 @@ int main(void)
     RUN_TEST(screen_training_advances);
     RUN_TEST(screen_shares_and_entropy);
     RUN_TEST(screen_pause_and_step);
+    RUN_TEST(screen_merge_view);
     RUN_TEST(screen_help);
     RUN_TEST(screen_resize);
     RUN_TEST(screen_quit_asks);

@@ -56,7 +56,6 @@ struct screen {
     long last_sample_step;    /* the job's step at the last loss sample */
     double last_validation;   /* the validation loss last plotted */
     int64_t last_sample_tokens; /* usage tokens at the last entropy sample */
-    const struct checkpoint *merge_shown; /* the merged model's state last copied */
 };
 
 /* Reads the watched job's status and usage, samples the loss and entropy

@@ -113,19 +113,24 @@ static void short_name(const char *source, char *out, size_t size)
     snprintf(out, size, "%.*s", (int)length, name);
 }
 
+/* Copies the merge record of a new caem.merge (or of the model given to
+ * caem.screen.show) into the state, then forgets the model, so that the
+ * next merge is new whatever its address. */
 static void refresh_merge(struct screen *s)
 {
     const struct checkpoint *ck = lua_caem_last_merge(s->L);
-    if (ck == NULL || ck == s->merge_shown)
+    if (ck == NULL)
         return;
     struct screen_state *st = &s->state;
-    if (merge_copy(&st->merge, &ck->merge) != 0)
-        return;
-    s->merge_shown = ck;
-    st->has_merge = 1;
-    for (int i = 0; i < ck->merge.sources && i < MERGE_MAX_SOURCES; i++)
-        short_name(ck->merge_sources != NULL ? ck->merge_sources[i] : "?", st->merge_names[i],
-                   sizeof st->merge_names[i]);
+    if (merge_copy(&st->merge, &ck->merge) == 0) {
+        st->has_merge = 1;
+        for (int i = 0; i < ck->merge.sources && i < MERGE_MAX_SOURCES; i++)
+            short_name(ck->merge_sources != NULL ? ck->merge_sources[i] : "?",
+                       st->merge_names[i], sizeof st->merge_names[i]);
+    }
+    lua_pushnil(s->L);
+    lua_caem_watch_set(s->L, "merge", -1);
+    lua_pop(s->L, 1);
 }
 
 void screen_refresh_state(struct screen *s)
@@ -183,7 +188,8 @@ static int screen_export(lua_State *L)
 }
 
 /* caem.screen.show([model, [task, [split]]]): the model's stored usage
- * record in the panels, or, without a model, the watched job's again. */
+ * record in the panels (and its merge record in the merge view), or,
+ * without a model, the watched job's usage again. */
 static int screen_show(lua_State *L)
 {
     struct screen *s = screen_of(L);
@@ -231,6 +237,9 @@ static int screen_show(lua_State *L)
     entropy_shape(st, usage_table_rows(&st->usage));
     st->entropy_count = 0;
     sample_entropy(s);
+    if (ck->has_merge)
+        lua_caem_watch_set(L, "merge", 1); /* F7 shows its merge */
+    screen_refresh_state(s);
     return 0;
 }
 
