@@ -8,7 +8,7 @@
 #   make data       build the default corpus from Debian's own text into build/data,
 #                   with its SentencePiece vocabulary build/data/spm.model
 #   make bench      time a training step and generation (beside the reference where
-#                   installed)
+#                   installed), and a training job with and without the live screen
 #   make clean      remove build outputs
 #
 # The first build installs missing Debian packages through tools/deps.sh.
@@ -163,8 +163,10 @@ $(BUILD)/bench/bench_generate: bench/bench_generate.c $(BUILD)/libcaem.a
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(OPT_CFLAGS) -o $@ $< $(BUILD)/libcaem.a $(LIBS)
 
+# The screen's cost needs the corpus and tmux; bench/screen.sh says what is missing.
 bench: all $(BUILD)/bench/bench_step $(BUILD)/bench/bench_generate
 	bench/run.sh $(BUILD)/bench/bench_step $(BUILD)/bench/bench_generate
+	bench/screen.sh
 
 clean:
 	rm -rf $(BUILD) caem

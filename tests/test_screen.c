@@ -1,14 +1,16 @@
 /* The live screen end to end: caem runs in a detached tmux window of
  * 160x48, the test types Lua lines that start a training job on the topics
- * task, and reads the screen with capture-pane. It checks that the step
- * counter advances, that the utilization shares of the selected layer sum
- * to 100% within rounding, that the entropies lie in [0, 1], that F8 pauses
- * the counter, that F9 and job:step(n) advance it by exactly the requested
- * steps, that F7 shows a merge made from the REPL, that F1 shows the
- * keys, that a window below 80x24 gets a message
- * and the panels come back after it grows, and that Ctrl-D asks before
- * quitting while a job is paused and then ends the program. A second run
- * in the C locale checks the ASCII drawing.
+ * task, and reads the screen with capture-pane. It checks that:
+ *   - the step counter advances;
+ *   - the utilization shares of the selected layer sum to 100% within
+ *     rounding, and the entropies lie in [0, 1];
+ *   - F8 pauses the counter, and F9 and job:step(n) advance it by exactly
+ *     the requested steps;
+ *   - F7 shows a merge made from the REPL, and F1 shows the keys;
+ *   - a window below 80x24 gets a message, and the panels come back when it
+ *     grows again;
+ *   - Ctrl-D asks before quitting while a job is paused, then ends caem.
+ * A second run in the C locale checks the ASCII drawing.
  *
  * It skips without tmux or spm_train, and in the sanitizer variant, which
  * would run the same caem program. */
