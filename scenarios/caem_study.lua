@@ -370,6 +370,9 @@ end
 local trained = {} -- trained[name] = {model=, scores=, reference=}
 for _, name in ipairs(configurations) do
   local model, partial = reusable(name, size.multi)
+  -- decided before the base is loaded: a base's own step counter (its
+  -- pretraining steps) may equal size.multi
+  local finished = model ~= nil and not partial
   local reference
   if name:find("^Baseline") then
     reference = tonumber(name:match("(%d+)$"))
@@ -379,7 +382,7 @@ for _, name in ipairs(configurations) do
     fresh, reference = merged(name)
     model = model or fresh
   end
-  if model.step ~= size.multi then
+  if not finished then
     train(model, name, { tasks = tasks, resume = partial })
   end
   trained[name] = { model = model, scores = evaluate(model, name), reference = reference }

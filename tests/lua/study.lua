@@ -219,3 +219,36 @@ test("study rejects wrong arguments", function()
   local help = study({ "--help" })
   assert(help:find("^usage: caem run scenarios/caem_study.lua"), "--help prints the usage")
 end)
+
+-- A base whose step counter equals the multi-task steps (at --size small the
+-- pretraining and multi-task runs both have 5000 steps) must still be
+-- fine-tuned into each baseline.
+test("study fine-tunes a base at multi steps", function()
+  local base_dir = fixture.dir .. "/given_bases"
+  assert(os.execute(("mkdir -p '%s'"):format(base_dir)))
+  local study_tasks = {}
+  for i, name in ipairs({ "topics", "first", "echo" }) do
+    study_tasks[i] = caem.task{ name = name, dir = data, tokenizer = tok, max_input = 48 }
+  end
+  local paths = {}
+  for _, experts in ipairs({ 8, 16 }) do
+    local base = caem.model{ preset = "tiny", tokenizer = tok, num_experts = experts, seed = 3 }
+    -- 8 steps: the multi-task steps of --size test
+    caem.pretrain{ model = base, tasks = study_tasks, steps = 8, batch = 4, chunk = 24 }:wait()
+    paths[experts] = ("%s/base-%d.h5"):format(base_dir, experts)
+    base:save(paths[experts], { tokenizer = tok, base = base:hash() })
+  end
+
+  local out_with_bases = fixture.dir .. "/study_out_with_bases"
+  local printed = study({ "--size", "test", "--data", data, "--tasks", "topics,first,echo",
+                          "--tokenizer", fixture.spm, "--out", out_with_bases,
+                          "--base8", paths[8], "--base16", paths[16] })
+  for _, experts in ipairs({ 8, 16 }) do
+    local name = "Baseline-" .. experts
+    assert(printed:find("] " .. name .. ": 8 steps in ", 1, true),
+           name .. " is fine-tuned:\n" .. printed)
+    local baseline = caem.load(("%s/models/%s.h5"):format(out_with_bases, name))
+    assert(baseline:hash() ~= caem.load(paths[experts]):hash(),
+           name .. " differs from its base")
+  end
+end)
