@@ -201,6 +201,21 @@ for _, name in ipairs(configurations) do
   end
 end
 
+-- The identity of each given base, checked before anything trains. The
+-- loaded model is dropped, so that a large base is not kept in memory.
+local given_bases = {}
+for _, experts in ipairs(expert_counts) do
+  local path = options.bases[experts]
+  if path ~= nil then
+    local base = caem.load(path)
+    if base.config.num_experts ~= experts then
+      error(("--base%d: %s has %d experts per MoE layer, not %d"):format(
+        experts, path, base.config.num_experts, experts), 0)
+    end
+    given_bases[experts] = base.attributes.base or base:hash()
+  end
+end
+
 local task_names = {}
 for i, task in ipairs(tasks) do
   task_names[i] = task.name
@@ -308,15 +323,9 @@ end
 local bases = {}
 for _, experts in ipairs(expert_counts) do
   local name = "base-" .. experts
-  if options.bases[experts] ~= nil then
+  if given_bases[experts] ~= nil then
     bases[experts] = options.bases[experts]
-    local base = caem.load(options.bases[experts])
-    if base.config.num_experts ~= experts then
-      error(("--base%d: %s has %d experts per MoE layer, not %d"):format(
-        experts, options.bases[experts], base.config.num_experts, experts), 0)
-    end
-    say("[%s] %s: %s (base %s)", elapsed(), name, options.bases[experts],
-        base.attributes.base or base:hash())
+    say("[%s] %s: %s (base %s)", elapsed(), name, options.bases[experts], given_bases[experts])
   else
     local base, partial = reusable(name, size.pretrain)
     if base == nil or partial then

@@ -252,3 +252,13 @@ test("study fine-tunes a base at multi steps", function()
            name .. " differs from its base")
   end
 end)
+
+test("study checks given bases first", function()
+  local checked_out = fixture.dir .. "/study_out_wrong_base"
+  expect_error("--base16: " .. out .. "/models/base-8.h5 has 8 experts per MoE layer, not 16",
+               study, { "--size", "test", "--data", data, "--tasks", "topics,first,echo",
+                        "--tokenizer", fixture.spm, "--out", checked_out,
+                        "--base16", out .. "/models/base-8.h5" })
+  assert(io.open(checked_out .. "/models/base-8.h5") == nil,
+         "base-8 is not pretrained before --base16 is checked")
+end)
