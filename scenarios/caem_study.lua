@@ -186,10 +186,26 @@ end
 if #tasks < 2 then
   fail("the study needs at least two tasks, got " .. #tasks)
 end
+-- caem.task skips malformed records and counts them. A split left without
+-- an example stops the study here, and the skipped records are reported
+-- once the header is printed.
+local skipped_records = {}
 for _, task in ipairs(tasks) do
-  if task:size("validation") == 0 then
-    error(("task %s has no validation split, which the usage and the scores need")
-          :format(task.name), 0)
+  for _, split in ipairs({ "train", "validation" }) do
+    local report = task.reports[split]
+    local skipped = ""
+    if report ~= nil and report.skipped > 0 then
+      skipped = ("%d malformed records skipped, the first: %s"):format(report.skipped,
+                                                                        report.first_error)
+      skipped_records[#skipped_records + 1] = ("task %s, %s split: %s"):format(task.name,
+                                                                               split, skipped)
+    end
+    if task:size(split) == 0 and report == nil then
+      error(("task %s has no %s split, which the study needs"):format(task.name, split), 0)
+    elseif task:size(split) == 0 then
+      error(("task %s has no usable example in its %s split: %s"):format(task.name, split,
+                                                                         skipped), 0)
+    end
   end
 end
 
@@ -226,6 +242,9 @@ say("CAEM study, size %s: tasks %s; preset %s, pretraining %d steps, single-task
 say("evaluation: %s validation examples per task, %s, at most %d tokens; output in %s",
     size.eval_limit > 0 and tostring(size.eval_limit) or "all",
     size.beams > 1 and (size.beams .. " beams") or "greedy", size.max_length, out_dir)
+for _, line in ipairs(skipped_records) do
+  say("%s", line)
+end
 
 -- ---- running jobs ----
 

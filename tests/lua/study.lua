@@ -262,3 +262,37 @@ test("study checks given bases first", function()
   assert(io.open(checked_out .. "/models/base-8.h5") == nil,
          "base-8 is not pretrained before --base16 is checked")
 end)
+
+-- DIR/NAME/train.jsonl made of `bad` malformed lines and then the lines of
+-- the topics task's train split, with its validation split as is.
+local function task_with_bad_lines(name, bad, keep_good)
+  assert(os.execute(("mkdir -p '%s/%s'"):format(data, name)))
+  local train = assert(io.open(("%s/%s/train.jsonl"):format(data, name), "w"))
+  for _ = 1, bad do
+    train:write('{"text": "no input field"}\n')
+  end
+  if keep_good then
+    train:write(read(("%s/topics/train.jsonl"):format(data)))
+  end
+  train:close()
+  local validation = assert(io.open(("%s/%s/validation.jsonl"):format(data, name), "w"))
+  validation:write(read(("%s/topics/validation.jsonl"):format(data)))
+  validation:close()
+end
+
+test("study reports malformed task records", function()
+  task_with_bad_lines("unusable", 3, false)
+  expect_error("task unusable has no usable example in its train split: 3 malformed "
+               .. "records skipped, the first: " .. data .. "/unusable/train.jsonl:1: "
+               .. 'missing "input"', study,
+               { "--size", "test", "--data", data, "--tasks", "topics,first,unusable",
+                 "--tokenizer", fixture.spm, "--out", fixture.dir .. "/study_out_unusable" })
+
+  task_with_bad_lines("partly", 2, true)
+  local printed = study({ "--size", "test", "--data", data, "--tasks", "topics,partly",
+                          "--tokenizer", fixture.spm,
+                          "--out", fixture.dir .. "/study_out_partly" })
+  assert(printed:find("task partly, train split: 2 malformed records skipped, the first: "
+                      .. data .. '/partly/train.jsonl:1: missing "input"', 1, true),
+         "the skipped records are reported:\n" .. printed)
+end)
