@@ -147,9 +147,17 @@ for _, dir in ipairs({ out_dir, out_dir .. "/models", out_dir .. "/figures" }) d
     error("cannot create the directory " .. dir, 0)
   end
 end
+-- A run writes its tables and results under partial names and renames them
+-- when it finishes. So a run that fails or is stopped keeps the previous
+-- run's files, and the results of one run never add to those of another.
 local results_prefix = out_dir .. "/results"
 local tables_path = out_dir .. "/tables.txt"
-local tables_file = assert(io.open(tables_path, "w"))
+local partial_results_prefix = results_prefix .. ".partial"
+local partial_tables_path = tables_path .. ".partial"
+for _, extension in ipairs({ ".csv", ".jsonl" }) do
+  os.remove(partial_results_prefix .. extension)
+end
+local tables_file = assert(io.open(partial_tables_path, "w"))
 
 -- Writes to stdout and to the tables file.
 local tee = {
@@ -329,7 +337,8 @@ local function evaluate(model, name, only)
       scores[task.name] = finish(model:evaluate{ task = task, split = "validation",
                                                  limit = size.eval_limit, beams = size.beams,
                                                  max_length = size.max_length, record = true,
-                                                 results = results_prefix, model_name = name },
+                                                 results = partial_results_prefix,
+                                                 model_name = name },
                                  "evaluating " .. name .. " on " .. task.name)
     end
   end
@@ -571,7 +580,7 @@ for _, experts in ipairs(expert_counts) do
       scores[task.name] = finish(soup:evaluate{ task = task, split = "validation",
                                                 limit = size.eval_limit, beams = size.beams,
                                                 max_length = size.max_length,
-                                                results = results_prefix,
+                                                results = partial_results_prefix,
                                                 model_name = "soup " .. label },
                                  "evaluating the soup of " .. label)
     end
@@ -614,3 +623,11 @@ end
 say("\nfinished in %s; tables in %s, results in %s.csv and .jsonl, figures in %s/figures/",
     elapsed(), tables_path, results_prefix, out_dir)
 tables_file:close()
+for _, names in ipairs({ { partial_results_prefix .. ".csv", results_prefix .. ".csv" },
+                         { partial_results_prefix .. ".jsonl", results_prefix .. ".jsonl" },
+                         { partial_tables_path, tables_path } }) do
+  local renamed, message = os.rename(names[1], names[2])
+  if not renamed then
+    error(("cannot rename %s to %s: %s"):format(names[1], names[2], message), 0)
+  end
+end

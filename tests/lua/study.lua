@@ -296,3 +296,29 @@ test("study reports malformed task records", function()
                       .. data .. '/partly/train.jsonl:1: missing "input"', 1, true),
          "the skipped records are reported:\n" .. printed)
 end)
+
+test("study failure keeps the previous tables", function()
+  local tables = read(out .. "/tables.txt")
+  local csv, jsonl = read(out .. "/results.csv"), read(out .. "/results.jsonl")
+  assert(tables ~= nil and tables:find("(a) Overall Performance", 1, true),
+         "the runs and the failed runs before left the tables of a finished run")
+  assert(csv ~= nil and jsonl ~= nil, "an earlier run wrote its results")
+
+  -- a damaged model file stops the run after the single-task evaluations
+  local damaged = assert(io.open(out .. "/models/CAEM-8.h5", "w"))
+  damaged:write("not a checkpoint\n")
+  damaged:close()
+  expect_error(out .. "/models/CAEM-8.h5", study, { "--reuse", table.unpack(common) })
+  assert(read(out .. "/tables.txt") == tables, "tables.txt is kept")
+  assert(read(out .. "/results.csv") == csv, "results.csv is kept")
+  assert(read(out .. "/results.jsonl") == jsonl, "results.jsonl is kept")
+
+  -- a finished run replaces the results instead of adding to them
+  os.remove(out .. "/models/CAEM-8.h5")
+  study({ "--reuse", table.unpack(common) })
+  local _, rows_before = csv:gsub("\n", "")
+  local _, rows_after = read(out .. "/results.csv"):gsub("\n", "")
+  assert(rows_after == rows_before, ("results.csv has %d lines, the run before %d"):format(
+    rows_after, rows_before))
+  assert(io.open(out .. "/tables.txt.partial") == nil, "no partial tables are left")
+end)
