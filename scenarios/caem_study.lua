@@ -290,10 +290,11 @@ local function reusable(name, steps)
     return nil
   end
   file:close()
+  -- training would not replace a file that is not a checkpoint either
   local ok, model = pcall(caem.load, model_path(name))
   if not ok then
-    say("[%s] %s: %s cannot be reused: %s", elapsed(), name, model_path(name), model)
-    return nil
+    error(("%s cannot be reused: %s; remove it to train %s again"):format(model_path(name),
+                                                                          model, name), 0)
   end
   if model.step == steps then
     say("[%s] %s: reused %s", elapsed(), name, model_path(name))

@@ -322,3 +322,14 @@ test("study failure keeps the previous tables", function()
     rows_after, rows_before))
   assert(io.open(out .. "/tables.txt.partial") == nil, "no partial tables are left")
 end)
+
+test("study reuse rejects a damaged model", function()
+  local damaged = assert(io.open(out .. "/models/single-8-first.h5", "w"))
+  damaged:write("not a checkpoint\n")
+  damaged:close()
+  expect_error(out .. "/models/single-8-first.h5 cannot be reused: caem.load: checkpoint "
+               .. out .. "/models/single-8-first.h5: not an HDF5 file (no HDF5 signature); "
+               .. "remove it to train single-8-first again", study,
+               { "--reuse", table.unpack(common) })
+  os.remove(out .. "/models/single-8-first.h5")
+end)
