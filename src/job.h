@@ -37,7 +37,7 @@ struct job_report {
 struct job_status {
     enum job_state state;
     int idle;                  /* 1 when the worker is not inside a unit */
-    double elapsed;            /* seconds since the start */
+    double elapsed;            /* seconds from the start to the end, or to now */
     struct job_report report;
     char kind[32];             /* "train", "evaluate", ... */
     char message[CAEM_ERROR_MAX]; /* why it failed */
