@@ -160,8 +160,11 @@ void job_step(struct job *job, long n)
 {
     pthread_mutex_lock(&job->lock);
     if (!job_ended(job) && n > 0) {
-        /* counted from the units done, plus the one in flight if any */
+        /* counted from the units done, plus the one in flight if any, or from
+         * the end of an earlier step request that has not finished yet */
         long base = job->done + (job->idle ? 0 : 1);
+        if (job->target > base)
+            base = job->target;
         job->target = base + n;
         job->state = JOB_RUNNING;
     }

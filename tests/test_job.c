@@ -172,6 +172,26 @@ static void test_free_stops_running(void)
     CHECK(c.units < 1000000000L);
 }
 
+/* Steps requested one after another add up, also while the first one's
+ * unit is still running (F9 pressed three times on the screen). */
+static void test_step_requests_add_up(void)
+{
+    struct counter c = { 0, 100, 0, 50 * 1000 };
+    struct job *job;
+    struct caem_error err;
+    CHECK(job_start(&job, "count", &counter_ops, &c, 1, &err) == 0);
+    CHECK_INT_EQ(job_wait(job, 10.0), 2);
+    job_step(job, 1);
+    job_step(job, 1);
+    job_step(job, 1);
+    CHECK_INT_EQ(job_wait(job, 10.0), 2);
+    CHECK_INT_EQ(c.units, 3);
+    job_step(job, 2);
+    CHECK_INT_EQ(job_wait(job, 10.0), 2);
+    CHECK_INT_EQ(c.units, 5);
+    job_free(job);
+}
+
 /* The elapsed time of an ended job is its run time: it stops growing when
  * the job finishes, and when a paused job is stopped. */
 static void test_elapsed_stops_at_end(void)
@@ -212,5 +232,6 @@ int main(void)
     RUN_TEST(stop_paused_ends_at_once);
     RUN_TEST(free_stops_running);
     RUN_TEST(elapsed_stops_at_end);
+    RUN_TEST(step_requests_add_up);
     TEST_MAIN_END();
 }
