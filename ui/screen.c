@@ -423,10 +423,10 @@ static void run_line(struct screen *s, char *line)
         else
             s->quit = 1;
     } else {
-        char echo[SCROLLBACK_LINE_MAX];
-        int n = snprintf(echo, sizeof echo, "%s%s\n", current_prompt(s), line);
-        scrollback_write(&s->output, echo, n > 0 && (size_t)n < sizeof echo ? (size_t)n
-                                                                              : strlen(echo));
+        /* The echo goes through stdout like the output, so it comes after
+         * what the last chunk wrote and the reader has not taken yet. */
+        printf("%s%s\n", current_prompt(s), line);
+        fflush(stdout);
         s->scroll = 0;
         s->running_chunk = 1;
         update(s, 1);
