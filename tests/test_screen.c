@@ -348,6 +348,20 @@ static void test_screen_output_before_echo(void)
     }
 }
 
+/* Tab twice lists the completions in rows that fit the output, so the last
+ * of many is on the screen. */
+static void test_screen_completion_list(void)
+{
+    if (!ready)
+        SKIP("%s", skip_reason);
+    tmux("send-keys -t caem -l caem.");
+    tmux("send-keys -t caem Tab Tab");
+    CHECK_MSG(wait_for("caem.allocate", 3.0), "no completions:\n%s", screen_text);
+    CHECK_MSG(strstr(screen_text, "caem.usage_figure") != NULL,
+              "caem.usage_figure is not listed:\n%s", screen_text);
+    tmux("send-keys -t caem C-u");
+}
+
 static void test_screen_quit_asks(void)
 {
     if (!ready)
@@ -418,6 +432,7 @@ int main(void)
     RUN_TEST(screen_ascii);
     RUN_TEST(screen_restarts);
     RUN_TEST(screen_output_before_echo);
+    RUN_TEST(screen_completion_list);
     RUN_TEST(screen_quits_idle);
     tmux("kill-server");
     char command[256];

@@ -68,22 +68,29 @@ static void no_terminal_deprep(void)
 {
 }
 
-/* Lists completions in the scrollback, as readline would below the line. */
+/* Lists completions in the scrollback as readline would below the line:
+ * sorted down columns, in rows no wider than the output panel. They go
+ * through stdout, after what a chunk wrote there. */
 static void show_matches(char **matches, int count, int longest)
 {
-    (void)longest;
-    char line[SCROLLBACK_LINE_MAX];
-    size_t used = 0;
-    line[0] = '\0';
-    for (int i = 1; i <= count; i++) {
-        int n = snprintf(line + used, sizeof line - used, "%s%s", i > 1 ? "  " : "",
-                         matches[i]);
-        if (n < 0 || (size_t)n >= sizeof line - used)
-            break;
-        used += (size_t)n;
+    const struct screen *s = active;
+    struct screen_layout layout;
+    int width = screen_layout(s->canvas.cols, s->canvas.rows, &layout) == 0 ? layout.output.w
+                                                                             : s->canvas.cols;
+    int column_width = longest + 2;
+    int per_row = width / column_width > 0 ? width / column_width : 1;
+    int rows = (count + per_row - 1) / per_row;
+    for (int row = 0; row < rows; row++) {
+        for (int column = 0; column < per_row; column++) {
+            int i = 1 + column * rows + row;
+            if (i > count)
+                break;
+            int last = column == per_row - 1 || i + rows > count;
+            printf("%-*s", last ? 0 : column_width, matches[i]);
+        }
+        putchar('\n');
     }
-    scrollback_write(&active->output, line, used);
-    scrollback_write(&active->output, "\n", 1);
+    fflush(stdout);
 }
 
 static void on_line(char *line)
