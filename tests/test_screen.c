@@ -362,6 +362,22 @@ static void test_screen_completion_list(void)
     tmux("send-keys -t caem C-u");
 }
 
+/* Ctrl-C without a job clears the input line, on the screen too. */
+static void test_screen_ctrl_c_clears_line(void)
+{
+    if (!ready)
+        SKIP("%s", skip_reason);
+    struct screen_layout layout;
+    CHECK_INT_EQ(screen_layout(COLS, ROWS, &layout), 0);
+    tmux("send-keys -t caem -l 'typed but not run'");
+    CHECK_MSG(wait_for("typed but not run", 3.0), "no input:\n%s", screen_text);
+    tmux("send-keys -t caem C-c");
+    sleep_seconds(0.6);
+    capture();
+    CHECK_MSG(strstr(lines[layout.input.y], "typed but not run") == NULL,
+              "the input row after Ctrl-C: %s", lines[layout.input.y]);
+}
+
 static void test_screen_quit_asks(void)
 {
     if (!ready)
@@ -433,6 +449,7 @@ int main(void)
     RUN_TEST(screen_restarts);
     RUN_TEST(screen_output_before_echo);
     RUN_TEST(screen_completion_list);
+    RUN_TEST(screen_ctrl_c_clears_line);
     RUN_TEST(screen_quits_idle);
     tmux("kill-server");
     char command[256];

@@ -461,6 +461,8 @@ static void interrupt_key(struct screen *s)
     repl_session_drop(s->session);
     s->asking = 0;
     s->state.notice[0] = '\0';
+    /* a new prompt empties readline's line, which the input row shows */
+    install_prompt(s);
 }
 
 /* The host's progress hook: runs while a chunk waits for a job. */
