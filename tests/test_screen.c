@@ -433,6 +433,24 @@ static void test_screen_quits_idle(void)
     CHECK_MSG(session_ends(10.0), "caem did not quit:\n%s", screen_text);
 }
 
+/* A HOME where the history file cannot be written gets the plain REPL's
+ * warning on the screen. */
+static void test_screen_history_warning(void)
+{
+    if (!ready)
+        SKIP("%s", skip_reason);
+    char args[2048];
+    snprintf(args, sizeof args,
+             "-f /dev/null new-session -d -s caem -x %d -y %d "
+             "\"env LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM=xterm-256color HOME=%s/missing %s\"",
+             COLS, ROWS, dir, caem);
+    CHECK_INT_EQ(tmux(args), 0);
+    CHECK_MSG(wait_for("caem>", 10.0), "no prompt:\n%s", screen_text);
+    CHECK_MSG(wait_for("history is not saved", 2.0), "no warning:\n%s", screen_text);
+    tmux("send-keys -t caem C-d");
+    CHECK_MSG(session_ends(10.0), "caem did not quit:\n%s", screen_text);
+}
+
 int main(void)
 {
     TEST_SUITE("screen");
@@ -451,6 +469,7 @@ int main(void)
     RUN_TEST(screen_completion_list);
     RUN_TEST(screen_ctrl_c_clears_line);
     RUN_TEST(screen_quits_idle);
+    RUN_TEST(screen_history_warning);
     tmux("kill-server");
     char command[256];
     snprintf(command, sizeof command, "rm -rf %s", dir);

@@ -610,13 +610,18 @@ int screen_run(struct lua_runner *r, char *why, size_t why_size)
         return -1;
     }
     active = s;
-    s->session = repl_session_open(r);
+    /* captured first, so that the session's warnings (a history file that
+     * cannot be written) reach the scrollback and not the raw terminal */
+    int captured = scrollback_capture(&s->output, &err) == 0;
+    if (captured)
+        s->session = repl_session_open(r);
     readline_setup(s);
-    if (s->session == NULL || scrollback_capture(&s->output, &err) != 0) {
+    if (!captured || s->session == NULL) {
         readline_restore(s);
         repl_session_close(s->session);
         terminal_close(s);
-        snprintf(why, why_size, "%s", s->session == NULL ? "out of memory" : err.message);
+        scrollback_release(&s->output);
+        snprintf(why, why_size, "%s", !captured ? err.message : "out of memory");
         canvas_free(&s->canvas);
         screen_state_free(&s->state);
         scrollback_free(&s->output);
