@@ -147,9 +147,17 @@ for _, dir in ipairs({ out_dir, out_dir .. "/models", out_dir .. "/figures" }) d
     error("cannot create the directory " .. dir, 0)
   end
 end
+-- A run writes its tables and results under partial names and renames them
+-- when it finishes. So a run that fails or is stopped keeps the previous
+-- run's files, and the results of one run never add to those of another.
 local results_prefix = out_dir .. "/results"
 local tables_path = out_dir .. "/tables.txt"
-local tables_file = assert(io.open(tables_path, "w"))
+local partial_results_prefix = results_prefix .. ".partial"
+local partial_tables_path = tables_path .. ".partial"
+for _, extension in ipairs({ ".csv", ".jsonl" }) do
+  os.remove(partial_results_prefix .. extension)
+end
+local tables_file = assert(io.open(partial_tables_path, "w"))
 
 -- Writes to stdout and to the tables file.
 local tee = {
@@ -186,10 +194,26 @@ end
 if #tasks < 2 then
   fail("the study needs at least two tasks, got " .. #tasks)
 end
+-- caem.task skips malformed records and counts them. A split left without
+-- an example stops the study here, and the skipped records are reported
+-- once the header is printed.
+local skipped_records = {}
 for _, task in ipairs(tasks) do
-  if task:size("validation") == 0 then
-    error(("task %s has no validation split, which the usage and the scores need")
-          :format(task.name), 0)
+  for _, split in ipairs({ "train", "validation" }) do
+    local report = task.reports[split]
+    local skipped = ""
+    if report ~= nil and report.skipped > 0 then
+      skipped = ("%d malformed records skipped, the first: %s"):format(report.skipped,
+                                                                        report.first_error)
+      skipped_records[#skipped_records + 1] = ("task %s, %s split: %s"):format(task.name,
+                                                                               split, skipped)
+    end
+    if task:size(split) == 0 and report == nil then
+      error(("task %s has no %s split, which the study needs"):format(task.name, split), 0)
+    elseif task:size(split) == 0 then
+      error(("task %s has no usable example in its %s split: %s"):format(task.name, split,
+                                                                         skipped), 0)
+    end
   end
 end
 
@@ -198,6 +222,21 @@ local expert_counts = { 8 }
 for _, name in ipairs(configurations) do
   if name:find("16") then
     expert_counts = { 8, 16 }
+  end
+end
+
+-- The identity of each given base, checked before anything trains. The
+-- loaded model is dropped, so that a large base is not kept in memory.
+local given_bases = {}
+for _, experts in ipairs(expert_counts) do
+  local path = options.bases[experts]
+  if path ~= nil then
+    local base = caem.load(path)
+    if base.config.num_experts ~= experts then
+      error(("--base%d: %s has %d experts per MoE layer, not %d"):format(
+        experts, path, base.config.num_experts, experts), 0)
+    end
+    given_bases[experts] = base.attributes.base or base:hash()
   end
 end
 
@@ -211,6 +250,9 @@ say("CAEM study, size %s: tasks %s; preset %s, pretraining %d steps, single-task
 say("evaluation: %s validation examples per task, %s, at most %d tokens; output in %s",
     size.eval_limit > 0 and tostring(size.eval_limit) or "all",
     size.beams > 1 and (size.beams .. " beams") or "greedy", size.max_length, out_dir)
+for _, line in ipairs(skipped_records) do
+  say("%s", line)
+end
 
 -- ---- running jobs ----
 
@@ -248,10 +290,11 @@ local function reusable(name, steps)
     return nil
   end
   file:close()
+  -- training would not replace a file that is not a checkpoint either
   local ok, model = pcall(caem.load, model_path(name))
   if not ok then
-    say("[%s] %s: %s cannot be reused: %s", elapsed(), name, model_path(name), model)
-    return nil
+    error(("%s cannot be reused: %s; remove it to train %s again"):format(model_path(name),
+                                                                          model, name), 0)
   end
   if model.step == steps then
     say("[%s] %s: reused %s", elapsed(), name, model_path(name))
@@ -295,7 +338,8 @@ local function evaluate(model, name, only)
       scores[task.name] = finish(model:evaluate{ task = task, split = "validation",
                                                  limit = size.eval_limit, beams = size.beams,
                                                  max_length = size.max_length, record = true,
-                                                 results = results_prefix, model_name = name },
+                                                 results = partial_results_prefix,
+                                                 model_name = name },
                                  "evaluating " .. name .. " on " .. task.name)
     end
   end
@@ -308,15 +352,9 @@ end
 local bases = {}
 for _, experts in ipairs(expert_counts) do
   local name = "base-" .. experts
-  if options.bases[experts] ~= nil then
+  if given_bases[experts] ~= nil then
     bases[experts] = options.bases[experts]
-    local base = caem.load(options.bases[experts])
-    if base.config.num_experts ~= experts then
-      error(("--base%d: %s has %d experts per MoE layer, not %d"):format(
-        experts, options.bases[experts], base.config.num_experts, experts), 0)
-    end
-    say("[%s] %s: %s (base %s)", elapsed(), name, options.bases[experts],
-        base.attributes.base or base:hash())
+    say("[%s] %s: %s (base %s)", elapsed(), name, options.bases[experts], given_bases[experts])
   else
     local base, partial = reusable(name, size.pretrain)
     if base == nil or partial then
@@ -370,6 +408,9 @@ end
 local trained = {} -- trained[name] = {model=, scores=, reference=}
 for _, name in ipairs(configurations) do
   local model, partial = reusable(name, size.multi)
+  -- decided before the base is loaded: a base's own step counter (its
+  -- pretraining steps) may equal size.multi
+  local finished = model ~= nil and not partial
   local reference
   if name:find("^Baseline") then
     reference = tonumber(name:match("(%d+)$"))
@@ -379,7 +420,7 @@ for _, name in ipairs(configurations) do
     fresh, reference = merged(name)
     model = model or fresh
   end
-  if model.step ~= size.multi then
+  if not finished then
     train(model, name, { tasks = tasks, resume = partial })
   end
   trained[name] = { model = model, scores = evaluate(model, name), reference = reference }
@@ -540,7 +581,7 @@ for _, experts in ipairs(expert_counts) do
       scores[task.name] = finish(soup:evaluate{ task = task, split = "validation",
                                                 limit = size.eval_limit, beams = size.beams,
                                                 max_length = size.max_length,
-                                                results = results_prefix,
+                                                results = partial_results_prefix,
                                                 model_name = "soup " .. label },
                                  "evaluating the soup of " .. label)
     end
@@ -583,3 +624,11 @@ end
 say("\nfinished in %s; tables in %s, results in %s.csv and .jsonl, figures in %s/figures/",
     elapsed(), tables_path, results_prefix, out_dir)
 tables_file:close()
+for _, names in ipairs({ { partial_results_prefix .. ".csv", results_prefix .. ".csv" },
+                         { partial_results_prefix .. ".jsonl", results_prefix .. ".jsonl" },
+                         { partial_tables_path, tables_path } }) do
+  local renamed, message = os.rename(names[1], names[2])
+  if not renamed then
+    error(("cannot rename %s to %s: %s"):format(names[1], names[2], message), 0)
+  end
+end

@@ -21,6 +21,7 @@ struct job {
 
     /* guarded by lock */
     enum job_state state;
+    double ended; /* when the job ended, 0 while it has not */
     int idle;
     int stop_requested;
     long done;   /* units done */
@@ -96,6 +97,8 @@ static void *job_worker(void *arg)
         pthread_cond_broadcast(&job->changed);
     }
     job->idle = 1;
+    if (job->ended == 0.0)
+        job->ended = seconds_now();
     pthread_cond_broadcast(&job->changed);
     pthread_mutex_unlock(&job->lock);
     return NULL;
@@ -157,8 +160,11 @@ void job_step(struct job *job, long n)
 {
     pthread_mutex_lock(&job->lock);
     if (!job_ended(job) && n > 0) {
-        /* counted from the units done, plus the one in flight if any */
+        /* counted from the units done, plus the one in flight if any, or from
+         * the end of an earlier step request that has not finished yet */
         long base = job->done + (job->idle ? 0 : 1);
+        if (job->target > base)
+            base = job->target;
         job->target = base + n;
         job->state = JOB_RUNNING;
     }
@@ -172,8 +178,10 @@ void job_stop(struct job *job)
     job->stop_requested = 1;
     /* A paused worker is idle, so the job ends now: job_wait must not see it
      * paused before the worker wakes up. */
-    if (job->state == JOB_PAUSED)
+    if (job->state == JOB_PAUSED) {
         job->state = JOB_STOPPED;
+        job->ended = seconds_now();
+    }
     pthread_cond_broadcast(&job->changed);
     pthread_mutex_unlock(&job->lock);
 }
@@ -218,7 +226,7 @@ void job_status(struct job *job, struct job_status *out)
     pthread_mutex_lock(&job->lock);
     out->state = job->state;
     out->idle = job->idle;
-    out->elapsed = seconds_now() - job->started;
+    out->elapsed = (job->ended > 0.0 ? job->ended : seconds_now()) - job->started;
     out->report = job->report;
     snprintf(out->kind, sizeof out->kind, "%s", job->kind);
     snprintf(out->message, sizeof out->message, "%s", job->message);

@@ -37,7 +37,7 @@ struct job_report {
 struct job_status {
     enum job_state state;
     int idle;                  /* 1 when the worker is not inside a unit */
-    double elapsed;            /* seconds since the start */
+    double elapsed;            /* seconds from the start to the end, or to now */
     struct job_report report;
     char kind[32];             /* "train", "evaluate", ... */
     char message[CAEM_ERROR_MAX]; /* why it failed */
@@ -68,7 +68,8 @@ void job_pause(struct job *job);
 /* Resumes a paused job; it runs to the end. */
 void job_resume(struct job *job);
 
-/* Runs exactly n more units, then pauses (or ends, if the units run out). */
+/* Runs exactly n more units, then pauses (or ends, if the units run out).
+ * The n units come after those of an earlier call that are still to run. */
 void job_step(struct job *job, long n);
 
 /* Stops after the current unit; a paused job stops at once. */

@@ -172,6 +172,55 @@ static void test_free_stops_running(void)
     CHECK(c.units < 1000000000L);
 }
 
+/* Steps requested one after another add up, also while the first one's
+ * unit is still running (F9 pressed three times on the screen). */
+static void test_step_requests_add_up(void)
+{
+    struct counter c = { 0, 100, 0, 50 * 1000 };
+    struct job *job;
+    struct caem_error err;
+    CHECK(job_start(&job, "count", &counter_ops, &c, 1, &err) == 0);
+    CHECK_INT_EQ(job_wait(job, 10.0), 2);
+    job_step(job, 1);
+    job_step(job, 1);
+    job_step(job, 1);
+    CHECK_INT_EQ(job_wait(job, 10.0), 2);
+    CHECK_INT_EQ(c.units, 3);
+    job_step(job, 2);
+    CHECK_INT_EQ(job_wait(job, 10.0), 2);
+    CHECK_INT_EQ(c.units, 5);
+    job_free(job);
+}
+
+/* The elapsed time of an ended job is its run time: it stops growing when
+ * the job finishes, and when a paused job is stopped. */
+static void test_elapsed_stops_at_end(void)
+{
+    const struct timespec wait = { 0, 200 * 1000 * 1000 };
+    struct counter c = { 0, 5, 0, 0 };
+    struct job *job;
+    struct caem_error err;
+    CHECK(job_start(&job, "count", &counter_ops, &c, 0, &err) == 0);
+    CHECK_INT_EQ(job_wait(job, 10.0), 1);
+    struct job_status first, later;
+    job_status(job, &first);
+    nanosleep(&wait, NULL);
+    job_status(job, &later);
+    CHECK_MSG(later.elapsed == first.elapsed, "finished: %.3f s, then %.3f s", first.elapsed,
+              later.elapsed);
+    job_free(job);
+
+    CHECK(job_start(&job, "count", &counter_ops, &c, 1, &err) == 0);
+    job_stop(job);
+    CHECK_INT_EQ(job_wait(job, 10.0), 1);
+    job_status(job, &first);
+    nanosleep(&wait, NULL);
+    job_status(job, &later);
+    CHECK_MSG(later.elapsed == first.elapsed, "stopped while paused: %.3f s, then %.3f s",
+              first.elapsed, later.elapsed);
+    job_free(job);
+}
+
 int main(void)
 {
     TEST_SUITE("job");
@@ -182,5 +231,7 @@ int main(void)
     RUN_TEST(notifications_once_per_step);
     RUN_TEST(stop_paused_ends_at_once);
     RUN_TEST(free_stops_running);
+    RUN_TEST(elapsed_stops_at_end);
+    RUN_TEST(step_requests_add_up);
     TEST_MAIN_END();
 }

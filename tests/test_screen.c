@@ -312,6 +312,74 @@ static void test_screen_resize(void)
               screen_text);
 }
 
+/* The row of the first line on the screen that starts with text, or -1. */
+static int row_starting(const char *text)
+{
+    for (int row = 0; row < ROWS; row++)
+        if (strncmp(lines[row], text, strlen(text)) == 0)
+            return row;
+    return -1;
+}
+
+/* A line typed while a chunk runs is echoed after that chunk's output. The
+ * echo used to go straight into the scrollback while the chunk's output
+ * could still be in the pipe, so it came first on most tries. */
+static void test_screen_output_before_echo(void)
+{
+    if (!ready)
+        SKIP("%s", skip_reason);
+    for (int round = 0; round < 3; round++) {
+        char chunk[128], ahead[128], result[64];
+        /* the REPL prints the value last, just before the next line is read */
+        snprintf(chunk, sizeof chunk,
+                 "=(function() os.execute('sleep 0.5') return 'chunk %d done' end)()", round);
+        snprintf(ahead, sizeof ahead, "print('typed ahead %d')", round);
+        snprintf(result, sizeof result, "chunk %d done", round);
+        type_line(chunk);
+        sleep_seconds(0.1);
+        type_line(ahead);
+        CHECK_MSG(wait_for(ahead, 5.0), "no echo of %s:\n%s", ahead, screen_text);
+        sleep_seconds(0.3);
+        capture();
+        char echo[160];
+        snprintf(echo, sizeof echo, "caem> %s", ahead);
+        int result_row = row_starting(result), echo_row = row_starting(echo);
+        CHECK_MSG(result_row >= 0 && echo_row > result_row,
+                  "'%s' on row %d, the next line's echo on row %d:\n%s", result, result_row,
+                  echo_row, screen_text);
+    }
+}
+
+/* Tab twice lists the completions in rows that fit the output, so the last
+ * of many is on the screen. */
+static void test_screen_completion_list(void)
+{
+    if (!ready)
+        SKIP("%s", skip_reason);
+    tmux("send-keys -t caem -l caem.");
+    tmux("send-keys -t caem Tab Tab");
+    CHECK_MSG(wait_for("caem.allocate", 3.0), "no completions:\n%s", screen_text);
+    CHECK_MSG(strstr(screen_text, "caem.usage_figure") != NULL,
+              "caem.usage_figure is not listed:\n%s", screen_text);
+    tmux("send-keys -t caem C-u");
+}
+
+/* Ctrl-C without a job clears the input line, on the screen too. */
+static void test_screen_ctrl_c_clears_line(void)
+{
+    if (!ready)
+        SKIP("%s", skip_reason);
+    struct screen_layout layout;
+    CHECK_INT_EQ(screen_layout(COLS, ROWS, &layout), 0);
+    tmux("send-keys -t caem -l 'typed but not run'");
+    CHECK_MSG(wait_for("typed but not run", 3.0), "no input:\n%s", screen_text);
+    tmux("send-keys -t caem C-c");
+    sleep_seconds(0.6);
+    capture();
+    CHECK_MSG(strstr(lines[layout.input.y], "typed but not run") == NULL,
+              "the input row after Ctrl-C: %s", lines[layout.input.y]);
+}
+
 static void test_screen_quit_asks(void)
 {
     if (!ready)
@@ -344,6 +412,47 @@ static void test_screen_ascii(void)
     CHECK_MSG(session_ends(10.0), "caem did not quit:\n%s", screen_text);
 }
 
+/* A second session in UTF-8 for the tests of the REPL lines, with no job. */
+static void test_screen_restarts(void)
+{
+    if (!ready)
+        SKIP("%s", skip_reason);
+    char args[2048];
+    snprintf(args, sizeof args,
+             "-f /dev/null new-session -d -s caem -x %d -y %d "
+             "\"env LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM=xterm-256color HOME=%s %s\"",
+             COLS, ROWS, dir, caem);
+    CHECK_INT_EQ(tmux(args), 0);
+    CHECK_MSG(wait_for("caem>", 10.0), "no prompt:\n%s", screen_text);
+}
+
+/* Ctrl-D with no job quits at once. */
+static void test_screen_quits_idle(void)
+{
+    if (!ready)
+        SKIP("%s", skip_reason);
+    tmux("send-keys -t caem C-d");
+    CHECK_MSG(session_ends(10.0), "caem did not quit:\n%s", screen_text);
+}
+
+/* A HOME where the history file cannot be written gets the plain REPL's
+ * warning on the screen. */
+static void test_screen_history_warning(void)
+{
+    if (!ready)
+        SKIP("%s", skip_reason);
+    char args[2048];
+    snprintf(args, sizeof args,
+             "-f /dev/null new-session -d -s caem -x %d -y %d "
+             "\"env LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM=xterm-256color HOME=%s/missing %s\"",
+             COLS, ROWS, dir, caem);
+    CHECK_INT_EQ(tmux(args), 0);
+    CHECK_MSG(wait_for("caem>", 10.0), "no prompt:\n%s", screen_text);
+    CHECK_MSG(wait_for("history is not saved", 2.0), "no warning:\n%s", screen_text);
+    tmux("send-keys -t caem C-d");
+    CHECK_MSG(session_ends(10.0), "caem did not quit:\n%s", screen_text);
+}
+
 int main(void)
 {
     TEST_SUITE("screen");
@@ -357,6 +466,12 @@ int main(void)
     RUN_TEST(screen_resize);
     RUN_TEST(screen_quit_asks);
     RUN_TEST(screen_ascii);
+    RUN_TEST(screen_restarts);
+    RUN_TEST(screen_output_before_echo);
+    RUN_TEST(screen_completion_list);
+    RUN_TEST(screen_ctrl_c_clears_line);
+    RUN_TEST(screen_quits_idle);
+    RUN_TEST(screen_history_warning);
     tmux("kill-server");
     char command[256];
     snprintf(command, sizeof command, "rm -rf %s", dir);

@@ -68,22 +68,29 @@ static void no_terminal_deprep(void)
 {
 }
 
-/* Lists completions in the scrollback, as readline would below the line. */
+/* Lists completions in the scrollback as readline would below the line:
+ * sorted down columns, in rows no wider than the output panel. They go
+ * through stdout, after what a chunk wrote there. */
 static void show_matches(char **matches, int count, int longest)
 {
-    (void)longest;
-    char line[SCROLLBACK_LINE_MAX];
-    size_t used = 0;
-    line[0] = '\0';
-    for (int i = 1; i <= count; i++) {
-        int n = snprintf(line + used, sizeof line - used, "%s%s", i > 1 ? "  " : "",
-                         matches[i]);
-        if (n < 0 || (size_t)n >= sizeof line - used)
-            break;
-        used += (size_t)n;
+    const struct screen *s = active;
+    struct screen_layout layout;
+    int width = screen_layout(s->canvas.cols, s->canvas.rows, &layout) == 0 ? layout.output.w
+                                                                             : s->canvas.cols;
+    int column_width = longest + 2;
+    int per_row = width / column_width > 0 ? width / column_width : 1;
+    int rows = (count + per_row - 1) / per_row;
+    for (int row = 0; row < rows; row++) {
+        for (int column = 0; column < per_row; column++) {
+            int i = 1 + column * rows + row;
+            if (i > count)
+                break;
+            int last = column == per_row - 1 || i + rows > count;
+            printf("%-*s", last ? 0 : column_width, matches[i]);
+        }
+        putchar('\n');
     }
-    scrollback_write(&active->output, line, used);
-    scrollback_write(&active->output, "\n", 1);
+    fflush(stdout);
 }
 
 static void on_line(char *line)
@@ -423,10 +430,10 @@ static void run_line(struct screen *s, char *line)
         else
             s->quit = 1;
     } else {
-        char echo[SCROLLBACK_LINE_MAX];
-        int n = snprintf(echo, sizeof echo, "%s%s\n", current_prompt(s), line);
-        scrollback_write(&s->output, echo, n > 0 && (size_t)n < sizeof echo ? (size_t)n
-                                                                              : strlen(echo));
+        /* The echo goes through stdout like the output, so it comes after
+         * what the last chunk wrote and the reader has not taken yet. */
+        printf("%s%s\n", current_prompt(s), line);
+        fflush(stdout);
         s->scroll = 0;
         s->running_chunk = 1;
         update(s, 1);
@@ -454,6 +461,8 @@ static void interrupt_key(struct screen *s)
     repl_session_drop(s->session);
     s->asking = 0;
     s->state.notice[0] = '\0';
+    /* a new prompt empties readline's line, which the input row shows */
+    install_prompt(s);
 }
 
 /* The host's progress hook: runs while a chunk waits for a job. */
@@ -601,13 +610,18 @@ int screen_run(struct lua_runner *r, char *why, size_t why_size)
         return -1;
     }
     active = s;
-    s->session = repl_session_open(r);
+    /* captured first, so that the session's warnings (a history file that
+     * cannot be written) reach the scrollback and not the raw terminal */
+    int captured = scrollback_capture(&s->output, &err) == 0;
+    if (captured)
+        s->session = repl_session_open(r);
     readline_setup(s);
-    if (s->session == NULL || scrollback_capture(&s->output, &err) != 0) {
+    if (!captured || s->session == NULL) {
         readline_restore(s);
         repl_session_close(s->session);
         terminal_close(s);
-        snprintf(why, why_size, "%s", s->session == NULL ? "out of memory" : err.message);
+        scrollback_release(&s->output);
+        snprintf(why, why_size, "%s", !captured ? err.message : "out of memory");
         canvas_free(&s->canvas);
         screen_state_free(&s->state);
         scrollback_free(&s->output);

@@ -219,3 +219,117 @@ test("study rejects wrong arguments", function()
   local help = study({ "--help" })
   assert(help:find("^usage: caem run scenarios/caem_study.lua"), "--help prints the usage")
 end)
+
+-- A base whose step counter equals the multi-task steps (at --size small the
+-- pretraining and multi-task runs both have 5000 steps) must still be
+-- fine-tuned into each baseline.
+test("study fine-tunes a base at multi steps", function()
+  local base_dir = fixture.dir .. "/given_bases"
+  assert(os.execute(("mkdir -p '%s'"):format(base_dir)))
+  local study_tasks = {}
+  for i, name in ipairs({ "topics", "first", "echo" }) do
+    study_tasks[i] = caem.task{ name = name, dir = data, tokenizer = tok, max_input = 48 }
+  end
+  local paths = {}
+  for _, experts in ipairs({ 8, 16 }) do
+    local base = caem.model{ preset = "tiny", tokenizer = tok, num_experts = experts, seed = 3 }
+    -- 8 steps: the multi-task steps of --size test
+    caem.pretrain{ model = base, tasks = study_tasks, steps = 8, batch = 4, chunk = 24 }:wait()
+    paths[experts] = ("%s/base-%d.h5"):format(base_dir, experts)
+    base:save(paths[experts], { tokenizer = tok, base = base:hash() })
+  end
+
+  local out_with_bases = fixture.dir .. "/study_out_with_bases"
+  local printed = study({ "--size", "test", "--data", data, "--tasks", "topics,first,echo",
+                          "--tokenizer", fixture.spm, "--out", out_with_bases,
+                          "--base8", paths[8], "--base16", paths[16] })
+  for _, experts in ipairs({ 8, 16 }) do
+    local name = "Baseline-" .. experts
+    assert(printed:find("] " .. name .. ": 8 steps in ", 1, true),
+           name .. " is fine-tuned:\n" .. printed)
+    local baseline = caem.load(("%s/models/%s.h5"):format(out_with_bases, name))
+    assert(baseline:hash() ~= caem.load(paths[experts]):hash(),
+           name .. " differs from its base")
+  end
+end)
+
+test("study checks given bases first", function()
+  local checked_out = fixture.dir .. "/study_out_wrong_base"
+  expect_error("--base16: " .. out .. "/models/base-8.h5 has 8 experts per MoE layer, not 16",
+               study, { "--size", "test", "--data", data, "--tasks", "topics,first,echo",
+                        "--tokenizer", fixture.spm, "--out", checked_out,
+                        "--base16", out .. "/models/base-8.h5" })
+  assert(io.open(checked_out .. "/models/base-8.h5") == nil,
+         "base-8 is not pretrained before --base16 is checked")
+end)
+
+-- DIR/NAME/train.jsonl made of `bad` malformed lines and then the lines of
+-- the topics task's train split, with its validation split as is.
+local function task_with_bad_lines(name, bad, keep_good)
+  assert(os.execute(("mkdir -p '%s/%s'"):format(data, name)))
+  local train = assert(io.open(("%s/%s/train.jsonl"):format(data, name), "w"))
+  for _ = 1, bad do
+    train:write('{"text": "no input field"}\n')
+  end
+  if keep_good then
+    train:write(read(("%s/topics/train.jsonl"):format(data)))
+  end
+  train:close()
+  local validation = assert(io.open(("%s/%s/validation.jsonl"):format(data, name), "w"))
+  validation:write(read(("%s/topics/validation.jsonl"):format(data)))
+  validation:close()
+end
+
+test("study reports malformed task records", function()
+  task_with_bad_lines("unusable", 3, false)
+  expect_error("task unusable has no usable example in its train split: 3 malformed "
+               .. "records skipped, the first: " .. data .. "/unusable/train.jsonl:1: "
+               .. 'missing "input"', study,
+               { "--size", "test", "--data", data, "--tasks", "topics,first,unusable",
+                 "--tokenizer", fixture.spm, "--out", fixture.dir .. "/study_out_unusable" })
+
+  task_with_bad_lines("partly", 2, true)
+  local printed = study({ "--size", "test", "--data", data, "--tasks", "topics,partly",
+                          "--tokenizer", fixture.spm,
+                          "--out", fixture.dir .. "/study_out_partly" })
+  assert(printed:find("task partly, train split: 2 malformed records skipped, the first: "
+                      .. data .. '/partly/train.jsonl:1: missing "input"', 1, true),
+         "the skipped records are reported:\n" .. printed)
+end)
+
+test("study failure keeps the previous tables", function()
+  local tables = read(out .. "/tables.txt")
+  local csv, jsonl = read(out .. "/results.csv"), read(out .. "/results.jsonl")
+  assert(tables ~= nil and tables:find("(a) Overall Performance", 1, true),
+         "the runs and the failed runs before left the tables of a finished run")
+  assert(csv ~= nil and jsonl ~= nil, "an earlier run wrote its results")
+
+  -- a damaged model file stops the run after the single-task evaluations
+  local damaged = assert(io.open(out .. "/models/CAEM-8.h5", "w"))
+  damaged:write("not a checkpoint\n")
+  damaged:close()
+  expect_error(out .. "/models/CAEM-8.h5", study, { "--reuse", table.unpack(common) })
+  assert(read(out .. "/tables.txt") == tables, "tables.txt is kept")
+  assert(read(out .. "/results.csv") == csv, "results.csv is kept")
+  assert(read(out .. "/results.jsonl") == jsonl, "results.jsonl is kept")
+
+  -- a finished run replaces the results instead of adding to them
+  os.remove(out .. "/models/CAEM-8.h5")
+  study({ "--reuse", table.unpack(common) })
+  local _, rows_before = csv:gsub("\n", "")
+  local _, rows_after = read(out .. "/results.csv"):gsub("\n", "")
+  assert(rows_after == rows_before, ("results.csv has %d lines, the run before %d"):format(
+    rows_after, rows_before))
+  assert(io.open(out .. "/tables.txt.partial") == nil, "no partial tables are left")
+end)
+
+test("study reuse rejects a damaged model", function()
+  local damaged = assert(io.open(out .. "/models/single-8-first.h5", "w"))
+  damaged:write("not a checkpoint\n")
+  damaged:close()
+  expect_error(out .. "/models/single-8-first.h5 cannot be reused: caem.load: checkpoint "
+               .. out .. "/models/single-8-first.h5: not an HDF5 file (no HDF5 signature); "
+               .. "remove it to train single-8-first again", study,
+               { "--reuse", table.unpack(common) })
+  os.remove(out .. "/models/single-8-first.h5")
+end)
