@@ -212,10 +212,23 @@ function caem.pretrain(options)
   if options.model == nil then
     error("caem.pretrain: option 'model' is required", 2)
   end
+  if type(options.model) ~= "userdata" then
+    error("caem.pretrain: option 'model' must be a caem model, got " .. type(options.model), 2)
+  end
   if type(options.tasks) ~= "table" or #options.tasks == 0 then
     error("caem.pretrain: option 'tasks' must be a non-empty list of caem.task", 2)
   end
+  for i, task in ipairs(options.tasks) do
+    if type(task) ~= "userdata" then
+      error(("caem.pretrain: tasks[%d] must be a caem.task, got %s"):format(i, type(task)), 2)
+    end
+  end
   local seed = options.seed or 1
+  if math.type(seed) ~= "integer" or seed < 0
+     or seed > math.maxinteger - 1000 * #options.tasks then
+    error(("caem.pretrain: invalid seed %s (expected an integer from 0 to %d)"):format(
+      tostring(seed), math.maxinteger - 1000 * #options.tasks), 2)
+  end
   local corrupted = {}
   for i, task in ipairs(options.tasks) do
     corrupted[i] = caem.span_corruption{ task = task, chunk = options.chunk,
@@ -275,6 +288,17 @@ function caem.usage_figure(options)
     local usage = type(panel) == "table" and panel.usage or nil
     if type(usage) ~= "table" or usage.mean_entropy == nil then
       error(string.format("caem.usage_figure: panel %d has no usage table", i), 2)
+    end
+    if math.type(usage.experts) ~= "integer" or usage.experts < 1 then
+      error(string.format("caem.usage_figure: panel %d: invalid experts %s", i,
+                          tostring(usage.experts)), 2)
+    end
+    for l, layer in ipairs(usage) do
+      local h = layer.entropy
+      if type(h) ~= "number" or h ~= h or h < 0 or h > 1 then
+        error(string.format("caem.usage_figure: panel %d, layer %d: entropy %s is not in [0, 1]",
+                            i, l, tostring(h)), 2)
+      end
     end
     if layers == nil then
       layers, experts = #usage, usage.experts

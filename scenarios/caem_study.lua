@@ -50,7 +50,8 @@ sizes (model shape, steps, evaluation):
          cores)
   small  every configuration with the small preset; meant for a GPU, which
          the workbench cannot use yet, so on a CPU it takes many hours
-  base   every configuration with switch-base shapes (the paper's); the same
+  base   every configuration with switch-base shapes (the paper's); also
+         meant for a GPU
 ]]
 
 -- ---- sizes ----
@@ -93,7 +94,7 @@ do
   local i = 1
   local function value(name)
     i = i + 1
-    if arg[i] == nil then
+    if arg[i] == nil or arg[i]:sub(1, 2) == "--" then
       fail("option " .. name .. " needs a value")
     end
     return arg[i]
@@ -136,6 +137,17 @@ end
 local size = sizes[options.size]
 if size == nil then
   fail("unknown size '" .. options.size .. "' (expected test, demo, cpu, small or base)")
+end
+local configurations = size.configurations
+local expert_counts = { 8 }
+for _, name in ipairs(configurations) do
+  if name:find("16") then
+    expert_counts = { 8, 16 }
+  end
+end
+if options.bases[16] ~= nil and #expert_counts == 1 then
+  fail(("--base16 is not used at size %s, which trains 8-expert models only"):format(
+    options.size))
 end
 if options.tasks ~= nil and #options.task_specs > 0 then
   fail("give --tasks or --task, not both")
@@ -214,14 +226,6 @@ for _, task in ipairs(tasks) do
       error(("task %s has no usable example in its %s split: %s"):format(task.name, split,
                                                                          skipped), 0)
     end
-  end
-end
-
-local configurations = size.configurations
-local expert_counts = { 8 }
-for _, name in ipairs(configurations) do
-  if name:find("16") then
-    expert_counts = { 8, 16 }
   end
 end
 

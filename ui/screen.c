@@ -30,6 +30,7 @@
 #define KEY_WAIT_MS 50       /* how long the loop waits for a key */
 #define INPUT_QUEUE 256      /* bytes of typed input waiting for readline */
 #define PENDING_KEYS 64      /* keys typed while a chunk runs, for after it */
+#define NOTICE_SECONDS 5.0   /* how long a notice stays on the status line */
 
 /* readline's hooks take no user pointer */
 static struct screen *active;
@@ -136,7 +137,9 @@ static void feed_bytes(struct screen *s, const char *bytes, size_t length)
 
 static void colors_setup(struct screen *s)
 {
-    s->colors = has_colors() && getenv("NO_COLOR") == NULL;
+    /* NO_COLOR counts when it is set and not empty */
+    const char *no_color = getenv("NO_COLOR");
+    s->colors = has_colors() && (no_color == NULL || no_color[0] == '\0');
     if (!s->colors)
         return;
     start_color();
@@ -252,6 +255,8 @@ static void update(struct screen *s, int now)
         return;
     }
     s->last_refresh = t;
+    if (s->state.notice[0] != '\0' && t - s->notice_time > NOTICE_SECONDS)
+        s->state.notice[0] = '\0';
     screen_refresh_state(s);
     draw(s);
 }
@@ -266,6 +271,7 @@ static int stack_layers(const struct screen_state *st)
 static void notice(struct screen *s, const char *format, const char *value)
 {
     snprintf(s->state.notice, sizeof s->state.notice, format, value);
+    s->notice_time = monotonic_seconds();
 }
 
 static void toggle_view(struct screen_state *st, enum screen_view view)

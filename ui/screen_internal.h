@@ -29,6 +29,7 @@ struct screen {
     int scroll, max_scroll;   /* lines the output is scrolled up */
     long drawn_version;       /* output.version when last drawn */
     double last_refresh;
+    double notice_time;       /* when the status line's notice was set */
 
     /* the terminal */
     void *term;               /* ncurses' SCREEN */

@@ -179,6 +179,8 @@ static int screen_export(lua_State *L)
 {
     struct screen *s = screen_of(L);
     const char *path = luaL_optstring(L, 1, "caem-screen.svg");
+    if (path[0] == '\0')
+        return luaL_error(L, "caem.screen.export: the path is empty");
     screen_refresh_state(s);
     struct caem_error err;
     if (screen_export_svg(&s->state, path, &err) != 0)
@@ -200,7 +202,8 @@ static int screen_show(lua_State *L)
         return 0;
     }
     struct lua_model *lm = lua_model_check(L, 1);
-    const char *task = luaL_optstring(L, 2, NULL);
+    struct lua_task *given = luaL_testudata(L, 2, TASK_TYPE);
+    const char *task = given != NULL ? given->task.name : luaL_optstring(L, 2, NULL);
     const char *split = luaL_optstring(L, 3, NULL);
     if (lm->job != NULL)
         return luaL_error(L, "caem.screen.show: the model is busy with a job; show the job's "

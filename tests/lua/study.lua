@@ -56,6 +56,14 @@ test("usage figure", function()
   expect_error("panel 1 has no usage table", caem.usage_figure,
                { path = path, panels = { { title = "x" } } })
   expect_error("non-empty list", caem.usage_figure, { path = path, panels = {} })
+  local no_experts = usage_table(2, 4)
+  no_experts.experts = 0
+  expect_error("panel 1: invalid experts 0", caem.usage_figure,
+               { path = path, panels = { { usage = no_experts } } })
+  local nan = usage_table(2, 4)
+  nan[2].entropy = 0 / 0
+  expect_error("panel 1, layer 2: entropy", caem.usage_figure,
+               { path = path, panels = { { usage = nan } } })
   expect_error("unknown option 'panel'", caem.usage_figure, { path = path, panel = {} })
   expect_error("cannot write", caem.usage_figure,
                { path = "/nonexistent/dir/f.svg", panels = { { usage = usage_table(2, 4) } } })
@@ -81,6 +89,12 @@ test("pretrain on span corruption", function()
   expect_error("option 'model' is required", caem.pretrain, { tasks = { topics } })
   expect_error("option 'tasks' must be a non-empty list", caem.pretrain, { model = m })
   expect_error("unknown option 'task'", caem.pretrain, { model = m, task = topics })
+  expect_error("option 'model' must be a caem model, got number", caem.pretrain,
+               { model = 5, tasks = { topics } })
+  expect_error("tasks[1] must be a caem.task, got string", caem.pretrain,
+               { model = m, tasks = { "topics" } })
+  expect_error("invalid seed", caem.pretrain,
+               { model = m, tasks = { topics }, seed = math.maxinteger })
 end)
 
 -- Three tasks from the topics task: its topic, its first word and its first
@@ -205,6 +219,9 @@ end)
 
 test("study rejects wrong arguments", function()
   expect_error("unknown size 'huge'", study, { "--size", "huge" })
+  expect_error("option --size needs a value", study, { "--size", "--out", "x" })
+  expect_error("--base16 is not used at size demo", study,
+               { "--size", "demo", "--base16", "x.h5" })
   expect_error("unknown argument '--sise'", study, { "--sise", "test" })
   expect_error("option --out needs a value", study, { "--out" })
   expect_error("invalid --task 'topics'", study,
