@@ -4,7 +4,8 @@
 # steps. It runs headless with `caem run`, and inside the screen, started
 # from the REPL in a tmux window of 160x48 that redraws the panels while the
 # job runs. The runs alternate, ROUNDS times each, and the script prints each
-# run's tokens/s and the ratio of the medians (screen / headless).
+# run's tokens/s and the ratio of the medians (screen / headless). Then it
+# measures the CPU time the screen itself takes while it redraws.
 #
 # Usage: bench/screen.sh [STEPS [ROUNDS]]   (defaults 300 and 3)
 # Needs tmux and the corpus in $CAEM_DATA (default build/data; make data);
@@ -77,6 +78,30 @@ while [ "$i" -le "$rounds" ]; do
     echo "${s%% *}" >> "$work/screen.all"
     i=$((i + 1))
 done
+# The screen's own cost: the CPU time caem uses over 10 s while it redraws
+# the panels of a paused job (the worker thread idles).
+cat > "$work/idle.lua" <<EOF
+local tok = caem.tokenizer("$data/spm.model")
+local task = caem.task{ name = "classification", dir = "$data", tokenizer = tok,
+                        max_input = 128 }
+idle_model = caem.model{ preset = "tiny", tokenizer = tok, seed = 1 }
+idle_job = idle_model:train{ task = task, steps = 1000, batch = 16, paused = true }
+idle_job:step(20)
+EOF
+tmux -L "$socket" new-session -d -x 160 -y 48 \
+    "exec env LANG=C.UTF-8 TERM=xterm-256color HOME=$work $caem"
+sleep 1
+tmux -L "$socket" send-keys "dofile('$work/idle.lua')" Enter
+sleep 5
+pid=$(tmux -L "$socket" list-panes -F '#{pane_pid}' | head -1)
+ticks_per_second=$(getconf CLK_TCK)
+before=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+sleep 10
+after=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+tmux -L "$socket" kill-server 2>/dev/null
+awk -v t="$((after - before))" -v hz="$ticks_per_second" 'BEGIN {
+    printf "screen redrawing a paused job at 160x48: %.2f s of CPU in 10 s (%.1f%% of one core)\n", t / hz, 100 * t / hz / 10 }'
+
 mh=$(median < "$work/headless.all")
 ms=$(median < "$work/screen.all")
 awk -v h="$mh" -v s="$ms" -v steps="$steps" 'BEGIN {
