@@ -9,7 +9,8 @@
  *   - F7 shows a merge made from the REPL, and F1 shows the keys;
  *   - a window below 80x24 gets a message, and the panels come back when it
  *     grows again;
- *   - Ctrl-D asks before quitting while a job is paused, then ends caem.
+ *   - Ctrl-D asks before quitting while a job is paused, then ends caem;
+ *   - Ctrl-C stops a running job, and the REPL goes on.
  * A second run in the C locale checks the ASCII drawing.
  *
  * It skips without tmux or spm_train, and in the sanitizer variant, which
@@ -380,6 +381,25 @@ static void test_screen_ctrl_c_clears_line(void)
               "the input row after Ctrl-C: %s", lines[layout.input.y]);
 }
 
+/* Ctrl-C stops a running job and leaves the screen and its REPL working. */
+static void test_screen_ctrl_c_stops_job(void)
+{
+    if (!ready)
+        SKIP("%s", skip_reason);
+    char line[1024];
+    snprintf(line, sizeof line,
+             "tok = caem.tokenizer('%s/spm.model'); task = caem.task{name = 'topics', "
+             "dir = '%s', tokenizer = tok, max_input = 24, max_target = 4}", dir, dir);
+    type_line(line);
+    type_line("m = caem.model{preset = 'tiny', tokenizer = tok, seed = 1}; "
+              "job = m:train{task = task, steps = 1000000, batch = 8, validate_every = 0}");
+    CHECK_MSG(wait_for("train running", 20.0), "no running job:\n%s", screen_text);
+    tmux("send-keys -t caem C-c");
+    CHECK_MSG(wait_for("train stopped", 5.0), "Ctrl-C did not stop the job:\n%s", lines[0]);
+    type_line("print('state: ' .. job:status().state)");
+    CHECK_MSG(wait_for("state: stopped", 5.0), "the REPL after Ctrl-C:\n%s", screen_text);
+}
+
 static void test_screen_quit_asks(void)
 {
     if (!ready)
@@ -470,6 +490,7 @@ int main(void)
     RUN_TEST(screen_output_before_echo);
     RUN_TEST(screen_completion_list);
     RUN_TEST(screen_ctrl_c_clears_line);
+    RUN_TEST(screen_ctrl_c_stops_job);
     RUN_TEST(screen_quits_idle);
     RUN_TEST(screen_history_warning);
     tmux("kill-server");
