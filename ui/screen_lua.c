@@ -161,7 +161,7 @@ void screen_refresh_state(struct screen *s)
     if (st->layer >= st->usage.layers[st->decoder])
         st->layer = 0;
     int64_t tokens = usage_tokens(&st->usage);
-    if (tokens != s->last_sample_tokens) {
+    if (tokens > 0 && tokens != s->last_sample_tokens) { /* no sample before any token */
         s->last_sample_tokens = tokens;
         sample_entropy(s);
     }
