@@ -295,7 +295,7 @@ static void print_merge(const struct checkpoint *ck)
     for (int row = 0; row < rows; row++) {
         int decoder = row >= r->layers[0];
         printf("  %s MoE layer %d: entropy", decoder ? "decoder" : "encoder",
-               decoder ? row - r->layers[0] : row);
+               (decoder ? row - r->layers[0] : row) + 1); /* from 1, as in Lua */
         for (int i = 0; i < r->sources; i++)
             printf(" %.3f", r->entropies[row * r->sources + i]);
         printf(", experts");

@@ -129,7 +129,7 @@ static int plan_layers(const struct usage_table *const *usage, int count, int n_
                                &report, err) != 0)
                 return caem_fail_prefix(err, "%s MoE layer %d",
                                         row < r->layers[0] ? "encoder" : "decoder",
-                                        row < r->layers[0] ? row : row - r->layers[0]);
+                                        (row < r->layers[0] ? row : row - r->layers[0]) + 1);
             r->alpha_used = report.alpha;
             r->uniform_fallbacks += report.uniform_fallback;
         }
