@@ -400,6 +400,28 @@ static void test_screen_ctrl_c_stops_job(void)
     CHECK_MSG(wait_for("state: stopped", 5.0), "the REPL after Ctrl-C:\n%s", screen_text);
 }
 
+/* Text written without a newline shows while the chunk that wrote it
+ * still waits for a job: a line of the output starts with it (the echo of
+ * the typed line starts with the prompt). Ctrl-C then ends the wait. */
+static void test_screen_partial_line(void)
+{
+    if (!ready)
+        SKIP("%s", skip_reason);
+    type_line("io.write('waiting-partial'); j2 = m:train{task = task, steps = 1000000, "
+              "batch = 8, validate_every = 0}; j2:wait()");
+    CHECK_MSG(wait_for("train running", 10.0), "no running job:\n%s", lines[0]);
+    int shown = 0;
+    for (double waited = 0; waited < 3.0 && !shown; waited += 0.2) {
+        sleep_seconds(0.2);
+        capture();
+        for (int row = 0; row < ROWS && !shown; row++)
+            shown = strncmp(lines[row], "waiting-partial", 15) == 0;
+    }
+    CHECK_MSG(shown, "the partial line is not shown:\n%s", screen_text);
+    tmux("send-keys -t caem C-c");
+    CHECK_MSG(wait_for("train stopped", 5.0), "Ctrl-C did not stop the job:\n%s", lines[0]);
+}
+
 static void test_screen_quit_asks(void)
 {
     if (!ready)
@@ -491,6 +513,7 @@ int main(void)
     RUN_TEST(screen_completion_list);
     RUN_TEST(screen_ctrl_c_clears_line);
     RUN_TEST(screen_ctrl_c_stops_job);
+    RUN_TEST(screen_partial_line);
     RUN_TEST(screen_quits_idle);
     RUN_TEST(screen_history_warning);
     tmux("kill-server");

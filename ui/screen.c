@@ -255,6 +255,7 @@ static void update(struct screen *s, int now)
         return;
     }
     s->last_refresh = t;
+    fflush(stdout); /* a line without its newline yet shows too */
     if (s->state.notice[0] != '\0' && t - s->notice_time > NOTICE_SECONDS)
         s->state.notice[0] = '\0';
     screen_refresh_state(s);
