@@ -93,7 +93,9 @@ static void task_names(const struct train_job *tj, char *out, size_t size)
 
 /* Stores the trainer's position. A run of several tasks also keeps each
  * task's place in its data as the named integers "tasks", "task_K_epoch" and
- * "task_K_epoch_batch" (K from 1); a single task's "tasks" is 1. */
+ * "task_K_epoch_batch" (K from 1); a single task's "tasks" is 1. Every
+ * task's sequence lengths go to "task_K_max_input" and "task_K_max_target",
+ * which a resume compares. */
 static int store_train_state(struct train_job *tj, struct caem_error *err)
 {
     struct checkpoint *ck = tj->state;
@@ -111,6 +113,16 @@ static int store_train_state(struct train_job *tj, struct caem_error *err)
     task_names(tj, ck->train.task, sizeof ck->train.task);
     if (checkpoint_set_train_extra(ck, "tasks", state.tasks > 0 ? state.tasks : 1, err) != 0)
         return -1;
+    for (int k = 0; k < trainer_task_count(tj->trainer); k++) {
+        const struct task *task = trainer_task(tj->trainer, k);
+        char name[64];
+        snprintf(name, sizeof name, "task_%d_max_input", k + 1);
+        if (checkpoint_set_train_extra(ck, name, task->max_input_length, err) != 0)
+            return -1;
+        snprintf(name, sizeof name, "task_%d_max_target", k + 1);
+        if (checkpoint_set_train_extra(ck, name, task->max_target_length, err) != 0)
+            return -1;
+    }
     for (int k = 0; state.tasks > 1 && k < state.tasks; k++) {
         char name[64];
         snprintf(name, sizeof name, "task_%d_epoch", k + 1);
@@ -239,6 +251,21 @@ static int resume_run(struct train_job *tj, struct caem_error *err)
         return caem_fail(err, "the run to resume trained on %s '%s', not '%s'",
                          strchr(ck->train.task, '+') != NULL ? "tasks" : "task",
                          ck->train.task, names);
+    /* the same names with other sequence lengths would not continue exactly */
+    for (int k = 0; k < trainer_task_count(tj->trainer); k++) {
+        const struct task *task = trainer_task(tj->trainer, k);
+        const char *what[2] = { "max_input", "max_target" };
+        const long now[2] = { task->max_input_length, task->max_target_length };
+        for (int i = 0; i < 2; i++) {
+            char name[64];
+            int64_t saved;
+            snprintf(name, sizeof name, "task_%d_%s", k + 1, what[i]);
+            if (checkpoint_train_extra(ck, name, &saved) && saved != now[i])
+                return caem_fail(err, "the run to resume used task '%s' with %s %lld, not "
+                                 "%ld; make the task with %s = %lld", task->name, what[i],
+                                 (long long)saved, now[i], what[i], (long long)saved);
+        }
+    }
     if (trainer_restore(tj->trainer, ck, err) != 0)
         return -1;
     return checkpoint_history_copy(&tj->previous, &ck->history, err);

@@ -276,6 +276,11 @@ test("resume a run of several tasks", function()
   end
   expect_error("trained on tasks 'topics+small', not 'topics'", loaded.train, loaded,
                { task = task, steps = 12, batch = 8, resume = true })
+  -- the same task names with another input length would not continue exactly
+  local shorter = caem.task{ name = "topics", dir = fixture.dir, tokenizer = tok,
+                             max_input = 16, max_target = 4 }
+  expect_error("used task 'topics' with max_input 24, not 16", loaded.train, loaded,
+               { tasks = { shorter, small }, steps = 12, batch = 8, resume = true })
 end)
 
 test("resume from saved model", function()
