@@ -6,7 +6,8 @@
  *     rounding, and the entropies lie in [0, 1];
  *   - F8 pauses the counter, and F9 and job:step(n) advance it by exactly
  *     the requested steps;
- *   - F7 shows a merge made from the REPL, and F1 shows the keys;
+ *   - F7 shows a merge made from the REPL, F1 shows the keys, and
+ *     caem.screen.export writes an SVG file;
  *   - a window below 80x24 gets a message, and the panels come back when it
  *     grows again;
  *   - Ctrl-D asks before quitting while a job is paused, then ends caem;
@@ -286,6 +287,30 @@ static void test_screen_merge_view(void)
     CHECK_MSG(wait_for("utilization", 3.0), "F7 again shows the panels:\n%s", screen_text);
 }
 
+/* caem.screen.export writes the panels, and rejects a path that is not a
+ * string. */
+static void test_screen_export(void)
+{
+    if (!ready)
+        SKIP("%s", skip_reason);
+    char line[1024], path[512];
+    snprintf(path, sizeof path, "%s/panels.svg", dir);
+    snprintf(line, sizeof line, "print('written: ' .. caem.screen.export('%s'))", path);
+    type_line(line);
+    CHECK_MSG(wait_for("written: ", 5.0), "no export:\n%s", screen_text);
+    FILE *f = fopen(path, "r");
+    char head[8] = "";
+    if (f != NULL) {
+        if (fread(head, 1, 4, f) != 4)
+            head[0] = '\0';
+        fclose(f);
+    }
+    CHECK_MSG(strncmp(head, "<svg", 4) == 0, "%s does not start with <svg", path);
+    type_line("print(select(2, pcall(caem.screen.export, 5)))");
+    CHECK_MSG(wait_for("the path must be a string, got number", 5.0), "no error:\n%s",
+              screen_text);
+}
+
 static void test_screen_help(void)
 {
     if (!ready)
@@ -504,6 +529,7 @@ int main(void)
     RUN_TEST(screen_shares_and_entropy);
     RUN_TEST(screen_pause_and_step);
     RUN_TEST(screen_merge_view);
+    RUN_TEST(screen_export);
     RUN_TEST(screen_help);
     RUN_TEST(screen_resize);
     RUN_TEST(screen_quit_asks);

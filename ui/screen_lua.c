@@ -178,6 +178,9 @@ static struct screen *screen_of(lua_State *L)
 static int screen_export(lua_State *L)
 {
     struct screen *s = screen_of(L);
+    if (!lua_isnoneornil(L, 1) && lua_type(L, 1) != LUA_TSTRING)
+        return luaL_error(L, "caem.screen.export: the path must be a string, got %s",
+                          luaL_typename(L, 1));
     const char *path = luaL_optstring(L, 1, "caem-screen.svg");
     if (path[0] == '\0')
         return luaL_error(L, "caem.screen.export: the path is empty");
