@@ -13,47 +13,17 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
-#include "rng.h"
 #include "test.h"
+#include "topics_task.h"
 
 static char dir[64];
 static char caem[512];
 static int ready;
 
-static const char *const topics[4] = { "sports", "music", "science", "cooking" };
-static const char *const words[4][8] = {
-    { "goal", "team", "match", "coach", "league", "score", "player", "season" },
-    { "song", "guitar", "album", "band", "concert", "melody", "singer", "drum" },
-    { "atom", "theory", "experiment", "cell", "energy", "planet", "physics", "data" },
-    { "recipe", "oven", "flour", "butter", "sauce", "garlic", "bake", "salad" },
-};
-static const char *const common[6] = { "the", "a", "new", "big", "report", "today" };
-
 static int run(const char *command)
 {
     int rc = system(command);
     return rc == -1 || !WIFEXITED(rc) ? -1 : WEXITSTATUS(rc);
-}
-
-static void write_split(const char *split, int count, uint64_t seed)
-{
-    char path[256];
-    snprintf(path, sizeof path, "%s/topics/%s.jsonl", dir, split);
-    FILE *f = fopen(path, "w");
-    if (f == NULL)
-        return;
-    for (int i = 0; i < count; i++) {
-        int topic = i % 4;
-        fprintf(f, "{\"input\": \"");
-        int length = 6 + (int)(rng_uniform(seed, (uint64_t)i * 32) * 8);
-        for (int j = 0; j < length; j++) {
-            float u = rng_uniform(seed, (uint64_t)i * 32 + 1 + j);
-            int k = (int)(rng_uniform(seed, (uint64_t)i * 32 + 16 + j) * 8) % 8;
-            fprintf(f, "%s%s", j ? " " : "", u < 0.7f ? words[topic][k] : common[k % 6]);
-        }
-        fprintf(f, "\", \"target\": \"%s\"}\n", topics[topic]);
-    }
-    fclose(f);
 }
 
 static void test_task_prepared(void)
@@ -66,17 +36,9 @@ static void test_task_prepared(void)
         SKIP("spm_train is not on the PATH (Debian package sentencepiece)");
     strcpy(dir, "/tmp/caem_cli_XXXXXX");
     CHECK(mkdtemp(dir) != NULL);
-    char path[256], command[1024];
-    snprintf(path, sizeof path, "%s/topics", dir);
-    CHECK(mkdir(path, 0700) == 0);
-    write_split("train", 160, 1);
-    write_split("validation", 24, 2);
-    snprintf(command, sizeof command,
-             "cut -d'\"' -f4,8 %s/topics/train.jsonl | tr '\"' ' ' > %s/text.txt && "
-             "spm_train --input=%s/text.txt --model_prefix=%s/spm --model_type=unigram "
-             "--vocab_size=120 --hard_vocab_limit=false --pad_id=0 --eos_id=1 --unk_id=2 "
-             "--bos_id=-1 > %s/spm.log 2>&1", dir, dir, dir, dir, dir);
-    CHECK_INT_EQ(run(command), 0);
+    char reason[256];
+    CHECK_MSG(topics_task_create(dir, reason, sizeof reason) == 0, "%s", reason);
+    char path[256];
     snprintf(path, sizeof path, "%s/spm.model", dir);
     ready = access(path, R_OK) == 0;
     CHECK(ready);

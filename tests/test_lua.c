@@ -7,8 +7,8 @@
  * running, and where the prelude comes from.
  *
  * The scripts get a table `fixture`: dir (a temporary directory with the
- * topics task of tests/test_cli_train.c in dir/topics/{train,validation,
- * test}.jsonl), spm (its SentencePiece model, nil when spm_train is missing),
+ * topics task of tests/topics_task.h in dir/topics/{train,validation,
+ * test}.jsonl, of 96, 16 and 8 examples), spm (its SentencePiece model, nil when spm_train is missing),
  * root (the repository root) and caem (the built program, nil when absent). */
 #include <dirent.h>
 #include <lauxlib.h>
@@ -22,8 +22,8 @@
 #include <unistd.h>
 
 #include "lua_caem.h"
-#include "rng.h"
 #include "test.h"
+#include "topics_task.h"
 
 static char dir[64];
 static char root[512];
@@ -32,40 +32,10 @@ static pthread_t main_thread;
 
 /* ---- the topics task ---- */
 
-static const char *const topics[4] = { "sports", "music", "science", "cooking" };
-static const char *const words[4][8] = {
-    { "goal", "team", "match", "coach", "league", "score", "player", "season" },
-    { "song", "guitar", "album", "band", "concert", "melody", "singer", "drum" },
-    { "atom", "theory", "experiment", "cell", "energy", "planet", "physics", "data" },
-    { "recipe", "oven", "flour", "butter", "sauce", "garlic", "bake", "salad" },
-};
-static const char *const common[6] = { "the", "a", "new", "big", "report", "today" };
-
 static int run(const char *command)
 {
     int rc = system(command);
     return rc == -1 || !WIFEXITED(rc) ? -1 : WEXITSTATUS(rc);
-}
-
-static void write_split(const char *split, int count, uint64_t seed)
-{
-    char path[256];
-    snprintf(path, sizeof path, "%s/topics/%s.jsonl", dir, split);
-    FILE *f = fopen(path, "w");
-    if (f == NULL)
-        return;
-    for (int i = 0; i < count; i++) {
-        int topic = i % 4;
-        fprintf(f, "{\"input\": \"");
-        int length = 6 + (int)(rng_uniform(seed, (uint64_t)i * 32) * 8);
-        for (int j = 0; j < length; j++) {
-            float u = rng_uniform(seed, (uint64_t)i * 32 + 1 + j);
-            int k = (int)(rng_uniform(seed, (uint64_t)i * 32 + 16 + j) * 8) % 8;
-            fprintf(f, "%s%s", j ? " " : "", u < 0.7f ? words[topic][k] : common[k % 6]);
-        }
-        fprintf(f, "\", \"target\": \"%s\"}\n", topics[topic]);
-    }
-    fclose(f);
 }
 
 static void test_fixture_prepared(void)
@@ -75,21 +45,16 @@ static void test_fixture_prepared(void)
     main_thread = pthread_self();
     strcpy(dir, "/tmp/caem_lua_XXXXXX");
     CHECK(mkdtemp(dir) != NULL);
-    char path[256], command[1024];
+    char path[256], reason[256];
     snprintf(path, sizeof path, "%s/topics", dir);
     CHECK(mkdir(path, 0700) == 0);
-    write_split("train", 96, 1);
-    write_split("validation", 16, 2);
-    write_split("test", 8, 3);
+    CHECK(topics_write_split(dir, "train", 96, 1) == 0);
+    CHECK(topics_write_split(dir, "validation", 16, 2) == 0);
+    CHECK(topics_write_split(dir, "test", 8, 3) == 0);
     if (run("command -v spm_train >/dev/null 2>&1") != 0)
         SKIP("spm_train is not on the PATH (Debian package sentencepiece); the scripts "
              "skip what needs a tokenizer");
-    snprintf(command, sizeof command,
-             "cut -d'\"' -f4,8 %s/topics/train.jsonl | tr '\"' ' ' > %s/text.txt && "
-             "spm_train --input=%s/text.txt --model_prefix=%s/spm --model_type=unigram "
-             "--vocab_size=120 --hard_vocab_limit=false --pad_id=0 --eos_id=1 --unk_id=2 "
-             "--bos_id=-1 > %s/spm.log 2>&1", dir, dir, dir, dir, dir);
-    CHECK_INT_EQ(run(command), 0);
+    CHECK_MSG(topics_vocabulary_create(dir, reason, sizeof reason) == 0, "%s", reason);
     snprintf(path, sizeof path, "%s/spm.model", dir);
     have_spm = access(path, R_OK) == 0;
     CHECK(have_spm);

@@ -55,6 +55,17 @@ static int tmux(const char *args)
     return rc == -1 || !WIFEXITED(rc) ? -1 : WEXITSTATUS(rc);
 }
 
+/* Starts caem in the tmux session "caem" with the environment `env` and
+ * HOME at DIR followed by home_suffix; returns tmux's exit status. */
+static int start_caem(const char *env, const char *home_suffix)
+{
+    char args[2048];
+    snprintf(args, sizeof args,
+             "-f /dev/null new-session -d -s caem -x %d -y %d \"env %s HOME=%s%s %s\"", COLS,
+             ROWS, env, dir, home_suffix, caem);
+    return tmux(args);
+}
+
 /* Types text literally, then Enter. */
 static void type_line(const char *text)
 {
@@ -161,12 +172,7 @@ static void test_screen_starts(void)
 {
     if (!ready)
         SKIP("%s", skip_reason);
-    char args[2048];
-    snprintf(args, sizeof args,
-             "-f /dev/null new-session -d -s caem -x %d -y %d "
-             "\"env LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM=xterm-256color HOME=%s %s\"",
-             COLS, ROWS, dir, caem);
-    CHECK_INT_EQ(tmux(args), 0);
+    CHECK_INT_EQ(start_caem("LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM=xterm-256color", ""), 0);
     CHECK_MSG(wait_for("caem>", 10.0), "no prompt:\n%s", screen_text);
     CHECK_MSG(strstr(lines[0], "no job") != NULL, "status line: %s", lines[0]);
 }
@@ -463,12 +469,7 @@ static void test_screen_ascii(void)
 {
     if (!ready)
         SKIP("%s", skip_reason);
-    char args[2048];
-    snprintf(args, sizeof args,
-             "-f /dev/null new-session -d -s caem -x %d -y %d "
-             "\"env LANG=C LC_ALL=C TERM=xterm-256color NO_COLOR=1 HOME=%s %s\"",
-             COLS, ROWS, dir, caem);
-    CHECK_INT_EQ(tmux(args), 0);
+    CHECK_INT_EQ(start_caem("LANG=C LC_ALL=C TERM=xterm-256color NO_COLOR=1", ""), 0);
     CHECK_MSG(wait_for("caem>", 10.0), "no prompt:\n%s", screen_text);
     int wide = 0;
     for (const char *at = screen_text; *at != '\0'; at++)
@@ -484,12 +485,7 @@ static void test_screen_restarts(void)
 {
     if (!ready)
         SKIP("%s", skip_reason);
-    char args[2048];
-    snprintf(args, sizeof args,
-             "-f /dev/null new-session -d -s caem -x %d -y %d "
-             "\"env LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM=xterm-256color HOME=%s %s\"",
-             COLS, ROWS, dir, caem);
-    CHECK_INT_EQ(tmux(args), 0);
+    CHECK_INT_EQ(start_caem("LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM=xterm-256color", ""), 0);
     CHECK_MSG(wait_for("caem>", 10.0), "no prompt:\n%s", screen_text);
 }
 
@@ -508,12 +504,7 @@ static void test_screen_history_warning(void)
 {
     if (!ready)
         SKIP("%s", skip_reason);
-    char args[2048];
-    snprintf(args, sizeof args,
-             "-f /dev/null new-session -d -s caem -x %d -y %d "
-             "\"env LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM=xterm-256color HOME=%s/missing %s\"",
-             COLS, ROWS, dir, caem);
-    CHECK_INT_EQ(tmux(args), 0);
+    CHECK_INT_EQ(start_caem("LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM=xterm-256color", "/missing"), 0);
     CHECK_MSG(wait_for("caem>", 10.0), "no prompt:\n%s", screen_text);
     CHECK_MSG(wait_for("history is not saved", 2.0), "no warning:\n%s", screen_text);
     tmux("send-keys -t caem C-d");

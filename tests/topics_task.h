@@ -22,7 +22,7 @@ static const char *const topics_words[4][8] = {
 };
 static const char *const topics_common[6] = { "the", "a", "new", "big", "report", "today" };
 
-static int topics_write_split(const char *dir, const char *split, int count, uint64_t seed)
+static inline int topics_write_split(const char *dir, const char *split, int count, uint64_t seed)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/topics/%s.jsonl", dir, split);
@@ -44,20 +44,14 @@ static int topics_write_split(const char *dir, const char *split, int count, uin
     return fclose(f);
 }
 
-/* Writes the task and trains its vocabulary in dir. Returns 0, or -1 with
- * the reason in `reason`. */
-static int topics_task_create(const char *dir, char *reason, size_t reason_size)
+/* Trains DIR/spm.model with spm_train on the text of DIR/topics/train.jsonl.
+ * Returns 0, or -1 with the reason in `reason`. */
+static inline int topics_vocabulary_create(const char *dir, char *reason, size_t reason_size)
 {
     char path[512], command[2048];
     if (system("command -v spm_train >/dev/null 2>&1") != 0) {
         snprintf(reason, reason_size,
                  "spm_train is not on the PATH (Debian package sentencepiece)");
-        return -1;
-    }
-    snprintf(path, sizeof path, "%s/topics", dir);
-    if (mkdir(path, 0700) != 0 || topics_write_split(dir, "train", 160, 1) != 0 ||
-        topics_write_split(dir, "validation", 24, 2) != 0) {
-        snprintf(reason, reason_size, "cannot write the task under %s", dir);
         return -1;
     }
     snprintf(command, sizeof command,
@@ -72,6 +66,20 @@ static int topics_task_create(const char *dir, char *reason, size_t reason_size)
         return -1;
     }
     return 0;
+}
+
+/* Writes the task (160 train and 24 validation examples) and trains its
+ * vocabulary in dir. Returns 0, or -1 with the reason in `reason`. */
+static inline int topics_task_create(const char *dir, char *reason, size_t reason_size)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/topics", dir);
+    if (mkdir(path, 0700) != 0 || topics_write_split(dir, "train", 160, 1) != 0 ||
+        topics_write_split(dir, "validation", 24, 2) != 0) {
+        snprintf(reason, reason_size, "cannot write the task under %s", dir);
+        return -1;
+    }
+    return topics_vocabulary_create(dir, reason, reason_size);
 }
 
 #endif

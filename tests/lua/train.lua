@@ -242,7 +242,7 @@ test("resume equals uninterrupted run", function()
 end)
 
 test("resume a run of several tasks", function()
-  -- a second task of 24 examples: 3 batches per epoch against topics' 20
+  -- a second task of 16 examples: 2 batches per epoch against topics' 12
   local small = caem.task{ name = "small", tokenizer = tok, max_input = 24, max_target = 4,
                            train = fixture.dir .. "/topics/validation.jsonl",
                            validation = fixture.dir .. "/topics/validation.jsonl" }
