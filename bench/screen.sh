@@ -9,7 +9,7 @@
 #
 # Usage: bench/screen.sh [STEPS [ROUNDS]]   (defaults 300 and 3)
 # Needs tmux and the corpus in $CAEM_DATA (default build/data; make data);
-# without them it says so and exits 0, so that make bench goes on.
+# without them it prints what is missing and exits 0, so that make bench goes on.
 set -u
 steps=${1:-300}
 rounds=${2:-3}

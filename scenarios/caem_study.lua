@@ -8,9 +8,9 @@
 --   CAEM-8-to-16             the 8-expert single-task models merged into 16
 --   CAEM-8-Avg, CAEM-16-Avg  the fixed-ratio ablation (alpha 0)
 --
--- It prints (a) each task's metric and Overall Performance per
--- configuration, (b) the mean normalized entropy of encoder and decoder,
--- (c) the per-layer allocations of every merge and (d) the soup of each
+-- It prints four tables: (a) each task's metric and Overall Performance per
+-- configuration, (b) the mean normalized entropy of encoder and decoder, and
+-- (c) the per-layer allocations of every merge. Table (d) is the soup of each
 -- baseline with its CAEM model, with the CKA of the two. The tables also go
 -- to OUT/tables.txt, every evaluation to OUT/results.csv and results.jsonl,
 -- the models to OUT/models/, and one SVG per model with its usage per task
@@ -37,7 +37,7 @@ usage: caem run scenarios/caem_study.lua [OPTIONS]
   --base8 PATH, --base16 PATH
                      start from these checkpoints instead of pretraining
   --out DIR          where everything is written (default build/study)
-  --reuse            load a model from OUT/models/ when its file holds the
+  --reuse            load a model from OUT/models/ when its file contains the
                      finished run instead of training it again, and resume
                      one whose run stopped from its last checkpoint
   --seed N           seed of models, pretraining and fine-tuning (default 1)
@@ -459,10 +459,10 @@ columns[#columns + 1] = "tasks"
 local function overall(scores, reference)
   local multi, alone = {}, {}
   for _, task in ipairs(tasks) do
-    local one = primary_of(single_scores[reference][task.name])
-    if one > 0 then
+    local single_score = primary_of(single_scores[reference][task.name])
+    if single_score > 0 then
       multi[#multi + 1] = primary_of(scores[task.name])
-      alone[#alone + 1] = one
+      alone[#alone + 1] = single_score
     end
   end
   local counted = ("%d/%d"):format(#alone, #tasks)

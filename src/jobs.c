@@ -91,11 +91,11 @@ static void task_names(const struct train_job *tj, char *out, size_t size)
     }
 }
 
-/* Stores the trainer's position. A run of several tasks also keeps each
- * task's place in its data as the named integers "tasks", "task_K_epoch" and
- * "task_K_epoch_batch" (K from 1); a single task's "tasks" is 1. Every
- * task's sequence lengths go to "task_K_max_input" and "task_K_max_target",
- * which a resume compares. */
+/* Stores the trainer's position as the train state's named integers. "tasks"
+ * is the number of tasks (1 for a single task). Each task K (from 1) gets its
+ * sequence lengths, "task_K_max_input" and "task_K_max_target", which a
+ * resume compares. With several tasks, each also gets its place in its data,
+ * "task_K_epoch" and "task_K_epoch_batch". */
 static int store_train_state(struct train_job *tj, struct caem_error *err)
 {
     struct checkpoint *ck = tj->state;

@@ -25,9 +25,9 @@ int lua_runner_interrupted(const struct lua_runner *r);
  * the SIGINT handler (interrupt.h) for Ctrl-C to reach the hooks. */
 int lua_runner_open(struct lua_runner *r, int traceback, struct caem_error *err);
 
-/* Sets the state's host hooks to the runner's (progress on stderr, Ctrl-C
- * to the waiting job), as lua_runner_open does; for a host that replaced
- * them for a while. */
+/* Sets the state's host hooks back to the runner's (progress on stderr,
+ * Ctrl-C to the waiting job), as lua_runner_open set them. The screen calls
+ * it when it ends, since it replaces them while it runs. */
 void lua_runner_set_hooks(struct lua_runner *r);
 
 /* Closes the state; jobs still running are stopped by their finalizers. */

@@ -10,7 +10,7 @@
  *     caem.screen.export writes an SVG file;
  *   - a window below 80x24 gets a message, and the panels come back when it
  *     grows again;
- *   - Ctrl-D asks before quitting while a job is paused, then ends caem;
+ *   - Ctrl-D shows a question before quitting while a job is paused, then ends caem;
  *   - Ctrl-C stops a running job, and the REPL goes on.
  * A second run in the C locale checks the ASCII drawing.
  *

@@ -61,9 +61,9 @@ void canvas_clear_rect(struct canvas *c, struct rect r);
 /* Sets one cell. */
 void canvas_put(struct canvas *c, int x, int y, wchar_t ch, enum canvas_style style);
 
-/* Writes UTF-8 text from (x, y) on one row, at most max_width cells (the
- * last shown as '~' when the text is cut); returns the cells written. An
- * invalid byte is drawn as '?'. */
+/* Writes UTF-8 text from (x, y) on one row, at most max_width cells, and
+ * returns how many cells it wrote (those outside the grid included). When
+ * the text is cut, its last cell shows '~'. An invalid byte is drawn as '?'. */
 int canvas_text(struct canvas *c, int x, int y, int max_width, enum canvas_style style,
                 const char *utf8);
 

@@ -3,8 +3,8 @@
  *   row 0            status line: job, step/total, loss, tokens/s, elapsed,
  *                    ETA and a progress bar
  *   upper area       utilization (left, about 55% of the width) beside a
- *                    column of entropy (top) and loss (bottom); the heatmap,
- *                    merge and help views cover the whole upper area
+ *                    column of entropy (top) and loss (bottom). The
+ *                    heatmap, merge and help views cover the whole area
  *   lower area       REPL output (scrollback), at least 5 rows
  *   last row         the REPL input line
  *

@@ -725,7 +725,7 @@ static struct heat_columns heat_columns(int experts, int width)
 }
 
 /* Fills columns[i] with the mean value of the experts in heatmap column i
- * of usage row `row`; values is scratch space for one value per expert. */
+ * of usage row `row`. `values` is scratch space for one value per expert. */
 static void heat_row(const struct usage_table *t, int row, struct heat_columns h, int soft,
                      double *values, double *columns)
 {

@@ -1,7 +1,7 @@
-/* What the screen shows, and the functions that draw each panel of it into
- * a canvas. The screen fills a screen_state from the watched job's snapshot
- * several times a second; the panels only read it, so they can be tested,
- * and exported as SVG, without a terminal. */
+/* The screen's state and the functions that draw each panel into a canvas.
+ * The screen fills a screen_state from the watched job's snapshot several
+ * times a second. The panels only read it, so tests and the SVG export need
+ * no terminal. */
 #ifndef CAEM_UI_PANELS_H
 #define CAEM_UI_PANELS_H
 
@@ -54,7 +54,7 @@ struct screen_state {
     struct merge_record merge;
     char merge_names[MERGE_MAX_SOURCES][64];
 
-    /* What the user selected. */
+    /* The user's selection. */
     int decoder;   /* 0: encoder layers, 1: decoder layers */
     int layer;     /* MoE layer within the stack, from 0 */
     int soft;      /* 1: soft usage (mean router probability) instead of counts */
@@ -67,39 +67,39 @@ struct screen_state {
 void screen_state_init(struct screen_state *s);
 void screen_state_free(struct screen_state *s);
 
-/* The status line: job kind and state, step/total, loss, validation loss,
- * tokens/s, elapsed, ETA and a progress bar; the notice when set; "no job"
- * before one. */
+/* Draws the status line: job kind and state, step/total, loss, validation
+ * loss, tokens/s, elapsed, ETA and a progress bar, then the notice when one
+ * is set. Before any job it reads "no job". */
 void panel_status(struct canvas *c, struct rect r, const struct screen_state *s);
 
-/* Utilization of the selected layer: one row per expert (as many as fit,
- * then "+N more") with a bar, its share of the layer's kept tokens in
- * percent with one decimal and its count; dropped tokens in their own
- * column (STYLE_DROPPED); with `soft` the mean router probability instead.
- * The title names the stack, the block and the mode. */
+/* Draws the utilization of the selected layer: a row per expert (as many as
+ * fit, then "+N more") with a bar, its share of the layer's kept tokens in
+ * percent with one decimal, and its count. Dropped tokens have their own
+ * column (STYLE_DROPPED), and with `soft` the rows show the mean router
+ * probability instead. The title names the stack, the block and the mode. */
 void panel_usage(struct canvas *c, struct rect r, const struct screen_state *s);
 
-/* Normalized entropy per MoE layer, encoder then decoder: the value with
- * three decimals, a bar, and a sparkline of its history; the selected layer
- * marked with '>'. */
+/* Draws the normalized entropy per MoE layer, encoder then decoder: the
+ * value with three decimals, a bar and a sparkline of its history. '>' marks
+ * the selected layer. */
 void panel_entropy(struct canvas *c, struct rect r, const struct screen_state *s);
 
-/* Training loss (and its exponential moving average, weight 0.9) and
- * validation loss over the steps, as a plot of the samples that fit, with
+/* Draws the training loss, its exponential moving average (weight 0.9) and
+ * the validation loss over the steps: a plot of the samples that fit, with
  * the last values and the y range. */
 void panel_loss(struct canvas *c, struct rect r, const struct screen_state *s);
 
-/* The heatmap view: one row per MoE layer, one cell per expert (or column
- * of experts, when they do not fit), heat by share of the row's kept
- * tokens, the row's entropy at the right; a legend. */
+/* Draws the heatmap view with a legend. Each MoE layer is a row and each
+ * expert a cell (several experts share a cell when they do not fit), shaded
+ * by its share of the row's kept tokens, with the row's entropy at the right. */
 void panel_heatmap(struct canvas *c, struct rect r, const struct screen_state *s);
 
-/* The merge view: per layer the sources' entropies and allocations, and
- * for every target slot the source and its expert ("cls:3"); "no merge yet"
- * without one. */
+/* Draws the merge view: per layer the sources' entropies and allocations,
+ * and for every target slot the source and its expert ("cls:3"), or "no
+ * merge yet". */
 void panel_merge(struct canvas *c, struct rect r, const struct screen_state *s);
 
-/* The help overlay: the keys and what they do, centred in r. */
+/* Draws the help overlay, the keys and what they do, centred in r. */
 void panel_help(struct canvas *c, struct rect r);
 
 /* The keys, one "KEY  what it does" line each, for the help overlay and the
@@ -111,10 +111,10 @@ extern const char *const screen_key_help[];
 void panels_draw(struct canvas *c, const struct screen_layout *layout,
                  const struct screen_state *s);
 
-/* Writes the panels as an SVG file, to a temporary name renamed over path:
- * utilization of the selected layer as bars, entropy per layer as bars with
- * its history as lines, the loss curves, and the heatmap of layers x
- * experts. Returns 0, or -1 with err set. */
+/* Writes the panels as an SVG file, to a temporary name renamed over path.
+ * The figure has the selected layer's utilization as bars, the entropy per
+ * layer as bars with its history as lines, the loss curves and the heatmap
+ * of layers x experts. Returns 0, or -1 with err set. */
 int screen_export_svg(const struct screen_state *s, const char *path, struct caem_error *err);
 
 #endif

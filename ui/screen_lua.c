@@ -114,8 +114,8 @@ static void short_name(const char *source, char *out, size_t size)
 }
 
 /* Copies the merge record of a new caem.merge (or of the model given to
- * caem.screen.show) into the state, then forgets the model, so that the
- * next merge is new whatever its address. */
+ * caem.screen.show) into the state. Then it drops the reference to the
+ * model, so a later merge counts as new even at the same address. */
 static void refresh_merge(struct screen *s)
 {
     const struct checkpoint *ck = lua_caem_last_merge(s->L);

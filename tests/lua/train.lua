@@ -406,7 +406,8 @@ test("train several tasks together", function()
   expect_error("the run to resume trained on tasks 'topics+topics2', not 'topics2+topics'",
                m.train, m, { tasks = { other, task }, steps = 6, resume = true })
   -- a list of one task trains as task = does
-  local one = new_model()
-  local _, one_state = one:train{ tasks = { task }, steps = 2, batch = 8 }:wait()
-  assert(one_state == "finished" and one.attributes.task == "topics", "a list of one task")
+  local single = new_model()
+  local _, single_state = single:train{ tasks = { task }, steps = 2, batch = 8 }:wait()
+  assert(single_state == "finished", "a list of one task trains")
+  assert(single.attributes.task == "topics", "a list of one task names the run")
 end)
