@@ -97,9 +97,8 @@ int checkpoint_set_usage(struct checkpoint *ck, const char *task, const char *sp
                          const struct usage_table *table, struct caem_error *err)
 {
     struct usage_table copy;
-    if (usage_table_init_like(&copy, table, err) != 0)
+    if (usage_table_clone(&copy, table, err) != 0)
         return -1;
-    usage_table_copy(&copy, table, err);
     for (int i = 0; i < ck->usage_count; i++) {
         struct checkpoint_usage *u = &ck->usage[i];
         if (strcmp(u->task, task) == 0 && strcmp(u->split, split) == 0) {

@@ -417,17 +417,10 @@ int train_job_usage(struct train_job *tj, struct usage_table *running,
     if (train_snapshot_init(&s, tj->trainer, err) != 0)
         return -1;
     trainer_snapshot(tj->trainer, &s);
-    int rc = 0;
-    if (usage_table_init_like(running, &s.usage, err) != 0 ||
-        usage_table_init_like(window, &s.window, err) != 0) {
-        usage_table_free(running);
-        rc = -1;
-    } else {
-        usage_table_copy(running, &s.usage, err);
-        usage_table_copy(window, &s.window, err);
-    }
-    train_snapshot_free(&s);
-    return rc;
+    /* the snapshot's tables are copies already: the caller takes them over */
+    *running = s.usage;
+    *window = s.window;
+    return 0;
 }
 
 int train_job_snapshot_init(struct train_job *tj, struct train_snapshot *s,

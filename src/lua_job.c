@@ -141,10 +141,7 @@ int lua_caem_watched_usage(lua_State *L, struct usage_table *usage, struct caem_
         const struct evaluation *e = evaluate_job_result(lj->evaluate);
         if (e == NULL)
             return 0;
-        return usage_table_init_like(usage, &e->usage, err) != 0 ||
-                       usage_table_copy(usage, &e->usage, err) != 0
-                   ? -1
-                   : 1;
+        return usage_table_clone(usage, &e->usage, err) != 0 ? -1 : 1;
     }
     struct usage_table window;
     if (train_job_usage(lj->train, usage, &window, err) != 0)

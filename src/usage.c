@@ -118,6 +118,18 @@ static int check_same_shape(const struct usage_table *a, const struct usage_tabl
     return 0;
 }
 
+int usage_table_clone(struct usage_table *dst, const struct usage_table *src,
+                      struct caem_error *err)
+{
+    if (usage_table_init_like(dst, src, err) != 0)
+        return -1;
+    if (usage_table_copy(dst, src, err) != 0) {
+        usage_table_free(dst);
+        return -1;
+    }
+    return 0;
+}
+
 int usage_table_copy(struct usage_table *dst, const struct usage_table *src,
                      struct caem_error *err)
 {

@@ -61,6 +61,11 @@ int usage_table_rows(const struct usage_table *t);
  * or decoder, or -1 when there is no such layer. */
 int usage_table_row(const struct usage_table *t, int decoder, int moe_index);
 
+/* Sets up dst as a copy of src: shape, flags and counts. On failure dst is
+ * left empty. */
+int usage_table_clone(struct usage_table *dst, const struct usage_table *src,
+                      struct caem_error *err);
+
 /* Copies the counts of src into dst, which must have the same shape. */
 int usage_table_copy(struct usage_table *dst, const struct usage_table *src,
                      struct caem_error *err);

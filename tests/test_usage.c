@@ -261,6 +261,43 @@ static void test_add_and_mean_entropy(void)
     usage_table_free(&other);
 }
 
+static void test_clone_copies_everything(void)
+{
+    struct caem_error err;
+    struct model_config cfg;
+    config_preset(&cfg, "tiny", &err);
+    struct usage_table a, b;
+    CHECK(usage_table_init(&a, &cfg, &err) == 0);
+    a.count_padding = 1;
+    a.decoder_source = USAGE_DECODER_GENERATED;
+    int cells = usage_table_rows(&a) * a.experts;
+    for (int i = 0; i < cells; i++) {
+        a.kept[i] = 3 * i + 1;
+        a.dropped[i] = i % 2;
+        a.prob_sum[i] = 0.25 * i;
+    }
+    for (int r = 0; r < usage_table_rows(&a); r++)
+        a.tokens[r] = 100 + r;
+    CHECK(usage_table_clone(&b, &a, &err) == 0);
+    CHECK_INT_EQ(b.experts, a.experts);
+    CHECK_INT_EQ(b.layers[0], a.layers[0]);
+    CHECK_INT_EQ(b.layers[1], a.layers[1]);
+    CHECK_INT_EQ(b.count_padding, 1);
+    CHECK_INT_EQ(b.decoder_source, USAGE_DECODER_GENERATED);
+    for (int r = 0; r < usage_table_rows(&a); r++) {
+        CHECK_INT_EQ(b.blocks[r], a.blocks[r]);
+        CHECK_INT_EQ(b.tokens[r], 100 + r);
+    }
+    for (int i = 0; i < cells; i++) {
+        CHECK_INT_EQ(b.kept[i], 3 * i + 1);
+        CHECK_INT_EQ(b.dropped[i], i % 2);
+        CHECK(b.prob_sum[i] == 0.25 * i);
+    }
+    CHECK(b.kept != a.kept);
+    usage_table_free(&a);
+    usage_table_free(&b);
+}
+
 int main(void)
 {
     TEST_SUITE("usage");
@@ -277,5 +314,6 @@ int main(void)
     RUN_TEST(collect_skips_padding);
     RUN_TEST(collect_with_padding);
     RUN_TEST(add_and_mean_entropy);
+    RUN_TEST(clone_copies_everything);
     TEST_MAIN_END();
 }

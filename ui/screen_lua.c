@@ -226,12 +226,8 @@ static int screen_show(lua_State *L)
                           split != NULL ? " and split " : "", split != NULL ? split : "");
     struct usage_table copy;
     struct caem_error err;
-    memset(&copy, 0, sizeof copy);
-    if (usage_table_init_like(&copy, &found->table, &err) != 0 ||
-        usage_table_copy(&copy, &found->table, &err) != 0) {
-        usage_table_free(&copy);
+    if (usage_table_clone(&copy, &found->table, &err) != 0)
         return luaL_error(L, "caem.screen.show: %s", err.message);
-    }
     usage_table_free(&st->usage);
     st->usage = copy;
     st->has_usage = 1;
