@@ -1,5 +1,5 @@
 /* bench_step: times one training step of the Switch Transformer on the CPU
- * backend, beside the same step in the reference implementation.
+ * or the CUDA backend, beside the same step in the reference implementation.
  *
  * One step is a forward pass with labels, the backward pass, an AdamW step
  * and zeroing the gradients, in train mode (dropout 0.1, router jitter 0.01),
@@ -12,12 +12,16 @@
  *       reference <theirs> tokens/s, <ours/theirs>x
  *
  * where the reference part is "reference skipped: ..." without the venv and
- * "reference failed: <why>" when the script fails.
+ * "reference failed: <why>" when the script fails. With --device cuda the
+ * line starts "small on <GPU>, <precision>:" and the GEMM rate is that of
+ * the CUDA backend in the same precision, so that the percentage is the
+ * model FLOP utilization (MFU) against what cuBLAS reaches on this GPU.
  * tokens/s counts the encoder and decoder tokens of the batch, as the
  * reference script does. Model FLOPs are counted from the shapes (see
- * count_forward_flops). The sgemm rate is the best of several cblas_sgemm
- * calls on square SGEMM_SIZE matrices, measured in the same process after the
- * steps, with the same thread count. */
+ * count_forward_flops). The CPU's sgemm rate is the best of several
+ * cblas_sgemm calls on square SGEMM_SIZE matrices, measured in the same
+ * process after the steps, with the same thread count. The GPU's is the best
+ * of CUDA_GEMM_REPEATS square CUDA_GEMM_SIZE GEMMs. */
 #include <cblas.h>
 #include <errno.h>
 #include <getopt.h>
@@ -38,6 +42,9 @@
 #include "model.h"
 #include "rng.h"
 #include "threads.h"
+#ifdef CAEM_HAVE_CUDA
+#include "backend_cuda.h"
+#endif
 
 #define WARMUP_STEPS 2
 #define INIT_SEED 0
@@ -46,6 +53,8 @@
 #define FIRST_WORD_ID 2
 #define SGEMM_SIZE 1024
 #define SGEMM_REPEATS 8
+#define CUDA_GEMM_SIZE 8192
+#define CUDA_GEMM_REPEATS 10
 
 /* A configuration as bench/reference_step.py defines it: the preset of the
  * same name, the reference's tie_word_embeddings, and the batch of one step.
@@ -62,6 +71,7 @@ struct bench_shape {
 static const struct bench_shape bench_shapes[] = {
     { "tiny", 1, 3, 13, 9, 96, 32, 8, 4, 64, 4, 2, 4, 64 },
     { "small", 1, 24, 256, 64, 8000, 256, 64, 4, 1024, 4, 2, 8, 64 },
+    { "switch-base-8", 0, 24, 512, 64, 32128, 768, 64, 12, 3072, 12, 2, 8, 64 },
 };
 
 #define SHAPE_COUNT (sizeof bench_shapes / sizeof bench_shapes[0])
@@ -75,6 +85,18 @@ struct options {
     long steps;
     long threads;
     int verbose;
+    const char *device;    /* "cpu" or "cuda" */
+    const char *precision; /* NULL unless --precision was given */
+    int reference;         /* --reference: the reference must run */
+};
+
+/* The backend that runs the steps. synchronize is NULL on the CPU, whose
+ * operations finish before they return. */
+struct device {
+    const struct backend *backend;
+    void (*synchronize)(void);
+    const char *precision; /* GEMM precision on the GPU, NULL on the CPU */
+    char description[256]; /* the GPU's name and memory, empty on the CPU */
 };
 
 /* Model FLOPs of one forward pass, 2 per multiply-add of each GEMM. */
@@ -139,9 +161,13 @@ static const char *const profile_op_names[OP_COUNT] = {
 };
 
 /* Totals since the last profile_reset. gemm_flops counts the GEMMs that pass
- * through the table, not those inside the attention operations. */
+ * through the table, not those inside the attention operations. synchronize
+ * is NULL on the CPU. On the GPU it waits for the queued work before each
+ * clock read, so that an operation's time is its run time rather than its
+ * launch time, at the cost of the overlap between operations. */
 static struct {
     const struct backend *base;
+    void (*synchronize)(void);
     int vocab_size;
     double seconds[OP_COUNT];
     long calls[OP_COUNT];
@@ -155,8 +181,17 @@ static void profile_reset(void)
     profile.gemm_flops = 0.0;
 }
 
+static double profile_start(void)
+{
+    if (profile.synchronize != NULL)
+        profile.synchronize();
+    return seconds_now();
+}
+
 static void profile_add(enum profile_op op, double start)
 {
+    if (profile.synchronize != NULL)
+        profile.synchronize();
     profile.seconds[op] += seconds_now() - start;
     profile.calls[op]++;
 }
@@ -168,14 +203,14 @@ static void grouped_flops(int groups, const int *offsets, double per_row)
 
 static void timed_zero(void *ptr, size_t bytes)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->zero(ptr, bytes);
     profile_add(OP_MEMORY, start);
 }
 
 static void timed_copy(void *dst, const void *src, size_t bytes)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->copy(dst, src, bytes);
     profile_add(OP_MEMORY, start);
 }
@@ -187,7 +222,7 @@ static void timed_gemm(int trans_a, int trans_b, int m, int n, int k, float alph
     /* The LM head is the only GEMM with a vocabulary-sized dimension. */
     int V = profile.vocab_size;
     enum profile_op op = m == V || n == V || k == V ? OP_GEMM_LM_HEAD : OP_GEMM;
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     profile_add(op, start);
     profile.gemm_flops += 2.0 * m * n * k;
@@ -196,7 +231,7 @@ static void timed_gemm(int trans_a, int trans_b, int m, int n, int k, float alph
 static void timed_grouped_gemm_nt(int groups, const int *offsets, int n, int k,
                                   const float *a, const float *w, size_t w_stride, float *c)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->grouped_gemm_nt(groups, offsets, n, k, a, w, w_stride, c);
     profile_add(OP_EXPERT_GEMM, start);
     grouped_flops(groups, offsets, (double)n * k);
@@ -205,7 +240,7 @@ static void timed_grouped_gemm_nt(int groups, const int *offsets, int n, int k,
 static void timed_grouped_gemm_nn(int groups, const int *offsets, int n, int k,
                                   const float *a, const float *w, size_t w_stride, float *c)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->grouped_gemm_nn(groups, offsets, n, k, a, w, w_stride, c);
     profile_add(OP_EXPERT_GEMM, start);
     grouped_flops(groups, offsets, (double)n * k);
@@ -214,7 +249,7 @@ static void timed_grouped_gemm_nn(int groups, const int *offsets, int n, int k,
 static void timed_grouped_gemm_tn(int groups, const int *offsets, int m, int n,
                                   const float *dy, const float *x, float *dw, size_t dw_stride)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->grouped_gemm_tn(groups, offsets, m, n, dy, x, dw, dw_stride);
     profile_add(OP_EXPERT_GEMM, start);
     grouped_flops(groups, offsets, (double)m * n);
@@ -222,35 +257,35 @@ static void timed_grouped_gemm_tn(int groups, const int *offsets, int m, int n,
 
 static void timed_add(float *y, const float *x, size_t n)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->add(y, x, n);
     profile_add(OP_ELEMENTWISE, start);
 }
 
 static void timed_scale(float *y, float alpha, size_t n)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->scale(y, alpha, n);
     profile_add(OP_ELEMENTWISE, start);
 }
 
 static void timed_relu_forward(float *x, size_t n, const struct dropout_spec *spec)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->relu_forward(x, n, spec);
     profile_add(OP_ELEMENTWISE, start);
 }
 
 static void timed_relu_backward(const float *y, float *dy, size_t n, float scale)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->relu_backward(y, dy, n, scale);
     profile_add(OP_ELEMENTWISE, start);
 }
 
 static void timed_dropout(float *x, size_t n, const struct dropout_spec *spec)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->dropout(x, n, spec);
     profile_add(OP_DROPOUT, start);
 }
@@ -258,7 +293,7 @@ static void timed_dropout(float *x, size_t n, const struct dropout_spec *spec)
 static void timed_dropout_copy(float *dst, const float *src, size_t n,
                                const struct dropout_spec *spec)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->dropout_copy(dst, src, n, spec);
     profile_add(OP_DROPOUT, start);
 }
@@ -266,7 +301,7 @@ static void timed_dropout_copy(float *dst, const float *src, size_t n,
 static void timed_dropout_add(float *dst, const float *x, const float *y, size_t n,
                               const struct dropout_spec *spec)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->dropout_add(dst, x, y, n, spec);
     profile_add(OP_DROPOUT, start);
 }
@@ -274,7 +309,7 @@ static void timed_dropout_add(float *dst, const float *x, const float *y, size_t
 static void timed_jitter(float *x, size_t n, float eps, uint64_t seed, uint64_t offset,
                          int divide)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->jitter(x, n, eps, seed, offset, divide);
     profile_add(OP_JITTER, start);
 }
@@ -282,7 +317,7 @@ static void timed_jitter(float *x, size_t n, float eps, uint64_t seed, uint64_t 
 static void timed_embedding_forward(const float *table, const int32_t *ids, int n, int d,
                                     float *out)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->embedding_forward(table, ids, n, d, out);
     profile_add(OP_EMBEDDING, start);
 }
@@ -290,7 +325,7 @@ static void timed_embedding_forward(const float *table, const int32_t *ids, int 
 static void timed_embedding_backward(const float *dout, const int32_t *ids, int n, int d,
                                      float *dtable)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->embedding_backward(dout, ids, n, d, dtable);
     profile_add(OP_EMBEDDING, start);
 }
@@ -298,7 +333,7 @@ static void timed_embedding_backward(const float *dout, const int32_t *ids, int 
 static void timed_rmsnorm_forward(const float *x, const float *w, int rows, int d, float eps,
                                   float *y, float *rinv)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->rmsnorm_forward(x, w, rows, d, eps, y, rinv);
     profile_add(OP_RMSNORM, start);
 }
@@ -306,7 +341,7 @@ static void timed_rmsnorm_forward(const float *x, const float *w, int rows, int 
 static void timed_rmsnorm_backward(const float *dy, const float *x, const float *w,
                                    const float *rinv, int rows, int d, float *dx, float *dw)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->rmsnorm_backward(dy, x, w, rinv, rows, d, dx, dw);
     profile_add(OP_RMSNORM, start);
 }
@@ -314,7 +349,7 @@ static void timed_rmsnorm_backward(const float *dy, const float *x, const float 
 static void timed_position_bias_forward(const float *table, const int32_t *buckets, int heads,
                                         int tq, int tk, float *bias)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->position_bias_forward(table, buckets, heads, tq, tk, bias);
     profile_add(OP_POSITION_BIAS, start);
 }
@@ -322,7 +357,7 @@ static void timed_position_bias_forward(const float *table, const int32_t *bucke
 static void timed_position_bias_backward(const float *dbias, const int32_t *buckets,
                                          int heads, int tq, int tk, float *dtable)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->position_bias_backward(dbias, buckets, heads, tq, tk, dtable);
     profile_add(OP_POSITION_BIAS, start);
 }
@@ -332,7 +367,7 @@ static void timed_attention_forward(const struct attention_shape *s, const float
                                     const int32_t *key_mask, float *probs, float *dropped,
                                     float *ctx, const struct dropout_spec *drop)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->attention_forward(s, q, k, v, bias, key_mask, probs, dropped, ctx, drop);
     profile_add(OP_ATTENTION_FORWARD, start);
 }
@@ -343,7 +378,7 @@ static void timed_attention_backward(const struct attention_shape *s, const floa
                                      float *dk, float *dv, float *dbias, float *scratch,
                                      const struct dropout_spec *drop)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->attention_backward(s, q, k, v, probs, dropped, dctx, dq, dk, dv, dbias,
                                      scratch, drop);
     profile_add(OP_ATTENTION_BACKWARD, start);
@@ -354,7 +389,7 @@ static void timed_attention_decode(const struct decode_attention_shape *s, const
                                    const float *bias, const int32_t *key_mask, float *probs,
                                    float *ctx)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->attention_decode(s, q, k, v, entries, bias, key_mask, probs, ctx);
     profile_add(OP_ATTENTION_FORWARD, start);
 }
@@ -365,7 +400,7 @@ static void timed_route_top1(const struct route_shape *s, const float *logits,
                              int32_t *slot_of, int *offsets, int64_t *kept_counts,
                              int64_t *dropped_counts)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->route_top1(s, logits, skipped_assigned, probs, expert, kept, assigned, pmax,
                              perm, slot_of, offsets, kept_counts, dropped_counts);
     profile_add(OP_ROUTING, start);
@@ -373,7 +408,7 @@ static void timed_route_top1(const struct route_shape *s, const float *logits,
 
 static void timed_gather_rows(const float *src, const int32_t *perm, int n, int d, float *dst)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->gather_rows(src, perm, n, d, dst);
     profile_add(OP_ROUTING, start);
 }
@@ -381,7 +416,7 @@ static void timed_gather_rows(const float *src, const int32_t *perm, int n, int 
 static void timed_scatter_add_rows(const float *src, const int32_t *perm, int n, int d,
                                    float *dst)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->scatter_add_rows(src, perm, n, d, dst);
     profile_add(OP_ROUTING, start);
 }
@@ -389,7 +424,7 @@ static void timed_scatter_add_rows(const float *src, const int32_t *perm, int n,
 static void timed_moe_combine(int n, int d, const float *y, const int32_t *slot_of,
                               const float *pmax, const float *x, int skip_identity, float *out)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->moe_combine(n, d, y, slot_of, pmax, x, skip_identity, out);
     profile_add(OP_ROUTING, start);
 }
@@ -399,7 +434,7 @@ static void timed_moe_combine_backward(int n, int d, const float *dout, const fl
                                        const float *x, int skip_identity, float *dy, float *dx,
                                        float *dpmax)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->moe_combine_backward(n, d, dout, y, slot_of, pmax, x, skip_identity, dy, dx,
                                        dpmax);
     profile_add(OP_ROUTING, start);
@@ -409,7 +444,7 @@ static void timed_router_pmax_backward(int n, int experts, const float *probs,
                                        const int32_t *expert, const float *dpmax,
                                        float *dlogits)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->router_pmax_backward(n, experts, probs, expert, dpmax, dlogits);
     profile_add(OP_ROUTING, start);
 }
@@ -417,7 +452,7 @@ static void timed_router_pmax_backward(int n, int experts, const float *probs,
 static double timed_router_z_loss(int n, int experts, const float *logits, double grad_scale,
                                   float *dlogits)
 {
-    double start = seconds_now();
+    double start = profile_start();
     double loss = profile.base->router_z_loss(n, experts, logits, grad_scale, dlogits);
     profile_add(OP_ROUTING, start);
     return loss;
@@ -427,7 +462,7 @@ static void timed_balance_accumulate(int batch, int tokens, int experts, const f
                                      const int32_t *assigned, double *counts,
                                      double *prob_sums)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->balance_accumulate(batch, tokens, experts, probs, assigned, counts,
                                      prob_sums);
     profile_add(OP_ROUTING, start);
@@ -436,7 +471,7 @@ static void timed_balance_accumulate(int batch, int tokens, int experts, const f
 static void timed_balance_backward(int batch, int tokens, int experts, const float *probs,
                                    const double *dprob, float *dlogits)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->balance_backward(batch, tokens, experts, probs, dprob, dlogits);
     profile_add(OP_ROUTING, start);
 }
@@ -444,7 +479,7 @@ static void timed_balance_backward(int batch, int tokens, int experts, const flo
 static double timed_cross_entropy(int n, int vocab, const float *logits, const int32_t *labels,
                                   float scale, float *dlogits)
 {
-    double start = seconds_now();
+    double start = profile_start();
     double sum = profile.base->cross_entropy(n, vocab, logits, labels, scale, dlogits);
     profile_add(OP_CROSS_ENTROPY, start);
     return sum;
@@ -454,17 +489,21 @@ static void timed_adamw(float *param, const float *grad, float *m, float *v, siz
                         float lr, float beta1, float beta2, float eps, float weight_decay,
                         long step)
 {
-    double start = seconds_now();
+    double start = profile_start();
     profile.base->adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, step);
     profile_add(OP_ADAMW, start);
 }
 
 /* Returns a copy of base whose compute operations record their time in
- * `profile` before returning. Memory allocation and transfers are not timed. */
-static struct backend profiled_backend(const struct backend *base, int vocab_size)
+ * `profile` before returning. Memory allocation and transfers are not timed.
+ * synchronize is NULL for a backend whose operations finish before they
+ * return. */
+static struct backend profiled_backend(const struct backend *base, void (*synchronize)(void),
+                                       int vocab_size)
 {
     struct backend t = *base;
     profile.base = base;
+    profile.synchronize = synchronize;
     profile.vocab_size = vocab_size;
     t.zero = timed_zero;
     t.copy = timed_copy;
@@ -611,7 +650,7 @@ static long count_kept_tokens(const struct model *m, long *routed)
 /* Counts the model FLOPs of one forward pass of B sequences of Te encoder and
  * Td decoder tokens, in which the experts of all MoE layers together took
  * kept_tokens tokens. Attention counts the full T x T score matrix, also
- * where the causal mask zeroes half of it, because the CPU backend computes
+ * where the causal mask zeroes half of it, because both backends compute
  * it whole. Element-wise work (norms, softmax, dropout, the loss) is not
  * counted. */
 static void count_forward_flops(const struct model_config *c, int B, int Te, int Td,
@@ -680,6 +719,60 @@ static double sgemm_gflops(void)
     return 2.0 * n * n * (double)n / best * 1e-9;
 }
 
+/* Opens the backend that --device names, in the --precision on the GPU.
+ * Prints the reason and returns -1 when it cannot be opened. */
+static int device_open(struct device *dev, const struct options *opt)
+{
+    memset(dev, 0, sizeof *dev);
+    if (strcmp(opt->device, "cpu") == 0) {
+        dev->backend = backend_cpu();
+        return 0;
+    }
+#ifdef CAEM_HAVE_CUDA
+    struct caem_error err;
+    enum cuda_precision precision;
+    if (cuda_precision_parse(opt->precision != NULL ? opt->precision : "fp32", &precision,
+                             &err) != 0) {
+        fprintf(stderr, "bench_step: invalid --precision: %s\n", err.message);
+        return -1;
+    }
+    if (backend_cuda_open(&dev->backend, &err) != 0) {
+        fprintf(stderr, "bench_step: cannot open the CUDA backend: %s\n", err.message);
+        return -1;
+    }
+    backend_cuda_set_precision(precision);
+    dev->synchronize = backend_cuda_synchronize;
+    dev->precision = cuda_precision_name(precision);
+    backend_cuda_describe(dev->description, sizeof dev->description);
+    return 0;
+#else
+    fprintf(stderr, "bench_step: --device cuda: this build has no CUDA support (nvcc was not "
+            "on the PATH when it was built); rebuild with nvcc, or use --device cpu\n");
+    return -1;
+#endif
+}
+
+/* Reads the clock after the device has finished the work queued so far. */
+static double device_seconds(const struct device *dev)
+{
+    if (dev->synchronize != NULL)
+        dev->synchronize();
+    return seconds_now();
+}
+
+/* Returns the GEMM rate that the utilization is measured against, in
+ * GFLOP/s, or 0 when it could not be measured. */
+static double device_gemm_rate(const struct device *dev)
+{
+#ifdef CAEM_HAVE_CUDA
+    if (dev->synchronize != NULL) {
+        double rate = backend_cuda_gemm_rate(CUDA_GEMM_SIZE, CUDA_GEMM_REPEATS);
+        return rate > 0.0 ? rate : 0.0;
+    }
+#endif
+    return sgemm_gflops();
+}
+
 static double peak_rss_mib(void)
 {
     struct rusage usage;
@@ -714,23 +807,55 @@ static void strip_newline(char *line)
         line[--len] = '\0';
 }
 
-/* Runs bench/reference_step.py with the venv of the repository at root and
- * stores its tokens_per_s. Returns 0 on success, 1 when the venv is not
- * installed, -1 when the script failed, with a message in err. */
-static int reference_run(const char *root, const char *config, long steps, long threads,
-                         int verbose, double *tokens_per_s, struct caem_error *err)
+/* Chooses the Python that runs the reference: $CAEM_PYTHON when set (an
+ * absolute path or a command on the PATH), else tools/venv/bin/python under
+ * root when it exists, else python3 from the PATH when `required`. Returns 1
+ * when there is none to use. */
+static int reference_python(const char *root, int required, char *python, size_t size)
+{
+    const char *chosen = getenv("CAEM_PYTHON");
+    if (chosen != NULL && chosen[0] != '\0') {
+        snprintf(python, size, "%s", chosen);
+        return 0;
+    }
+    snprintf(python, size, "%s/tools/venv/bin/python", root);
+    if (access(python, X_OK) == 0) {
+        snprintf(python, size, "tools/venv/bin/python");
+        return 0;
+    }
+    if (!required)
+        return 1;
+    snprintf(python, size, "python3");
+    return 0;
+}
+
+/* Runs bench/reference_step.py of the repository at root on the same device,
+ * precision and configuration, and stores its tokens_per_s. Returns 0 on
+ * success, 1 when no Python for it was found (see reference_python), -1 when
+ * the script failed, with a message in err. */
+static int reference_run(const char *root, const struct options *opt,
+                         const struct device *dev, double *tokens_per_s,
+                         struct caem_error *err)
 {
     char python[4096];
-    snprintf(python, sizeof python, "%s/tools/venv/bin/python", root);
-    if (access(python, X_OK) != 0)
+    if (reference_python(root, opt->reference, python, sizeof python) != 0)
         return 1;
 
+    /* the script path is relative to root, so the command starts there */
     char command[16384] = "cd ";
     shell_quote(command, sizeof command, root);
+    strncat(command, " && ", sizeof command - strlen(command) - 1);
+    shell_quote(command, sizeof command, python);
     size_t used = strlen(command);
-    snprintf(command + used, sizeof command - used,
-             " && tools/venv/bin/python bench/reference_step.py --config %s --steps %ld "
-             "--threads %ld 2>&1", config, steps, threads);
+    used += (size_t)snprintf(command + used, sizeof command - used,
+                             " bench/reference_step.py --config %s --steps %ld --threads %ld "
+                             "--device %s", opt->config, opt->steps, opt->threads,
+                             opt->device);
+    if (dev->precision != NULL && used < sizeof command)
+        used += (size_t)snprintf(command + used, sizeof command - used, " --precision %s",
+                                 dev->precision);
+    if (used < sizeof command)
+        snprintf(command + used, sizeof command - used, " 2>&1");
     fflush(stdout);
     FILE *pipe = popen(command, "r");
     if (pipe == NULL)
@@ -747,7 +872,7 @@ static int reference_run(const char *root, const char *config, long steps, long 
             char *end;
             *tokens_per_s = strtod(field + strlen("tokens_per_s="), &end);
             found = end != field + strlen("tokens_per_s=") && *tokens_per_s > 0.0;
-            if (verbose)
+            if (opt->verbose)
                 fprintf(stderr, "%s\n", line);
         }
     }
@@ -756,8 +881,8 @@ static int reference_run(const char *root, const char *config, long steps, long 
         return caem_fail(err, "waiting for bench/reference_step.py failed: %s",
                          strerror(errno));
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        return caem_fail(err, "bench/reference_step.py exited with status %d: %.300s",
-                         WIFEXITED(status) ? WEXITSTATUS(status) : -1, last);
+        return caem_fail(err, "bench/reference_step.py (run by %s) exited with status %d: "
+                         "%.300s", python, WIFEXITED(status) ? WEXITSTATUS(status) : -1, last);
     if (!found)
         return caem_fail(err, "no tokens_per_s in the output of bench/reference_step.py: "
                          "%.300s", last);
@@ -765,22 +890,24 @@ static int reference_run(const char *root, const char *config, long steps, long 
 }
 
 /* Runs one training step in the reference's order. Phase times accumulate
- * in t when it is not NULL. */
+ * in t when it is not NULL; on the GPU that waits for each phase to finish,
+ * which the step without t does not. */
 static int train_step(struct model *m, struct adamw *opt, const struct batch *b,
-                      struct phase_times *t, struct caem_error *err)
+                      const struct device *dev, struct phase_times *t,
+                      struct caem_error *err)
 {
     struct model_losses losses;
-    double t0 = seconds_now();
+    double t0 = t != NULL ? device_seconds(dev) : 0.0;
     if (model_forward(m, b, &losses, err) != 0)
         return -1;
-    double t1 = seconds_now();
+    double t1 = t != NULL ? device_seconds(dev) : 0.0;
     if (model_backward(m, err) != 0)
         return -1;
-    double t2 = seconds_now();
+    double t2 = t != NULL ? device_seconds(dev) : 0.0;
     adamw_step(opt, m);
-    double t3 = seconds_now();
+    double t3 = t != NULL ? device_seconds(dev) : 0.0;
     model_zero_grad(m);
-    double t4 = seconds_now();
+    double t4 = t != NULL ? device_seconds(dev) : 0.0;
     if (t != NULL) {
         t->forward += t1 - t0;
         t->backward += t2 - t1;
@@ -822,23 +949,34 @@ static void print_breakdown(const struct phase_times *t, double elapsed, long st
 static void print_usage(FILE *out)
 {
     fprintf(out,
-            "usage: bench_step [--config tiny|small] [--steps N] [--threads N] [--verbose]\n"
+            "usage: bench_step [--config NAME] [--steps N] [--threads N] [--device cpu|cuda]\n"
+            "                  [--precision fp32|tf32|bf16] [--reference] [--verbose]\n"
             "\n"
             "Times one training step (forward with labels, backward, AdamW, zero grad) on\n"
-            "the CPU backend and prints one line: tokens/s, ms/step, peak RSS, model\n"
-            "GFLOP per step and per second as a fraction of a %d^3 cblas_sgemm, and the\n"
-            "same step in bench/reference_step.py when tools/venv/bin/python exists under\n"
-            "$CAEM_ROOT (default: the current directory).\n"
+            "the CPU or CUDA backend and prints one line: tokens/s, ms/step, peak RSS,\n"
+            "model GFLOP per step and per second as a fraction of the GEMM rate (a %d^3\n"
+            "cblas_sgemm on the CPU, a %d^3 cuBLAS GEMM in the same precision on the GPU),\n"
+            "and the same step in bench/reference_step.py on the same device.\n"
             "\n"
-            "  --config NAME   model and batch shape, as the reference script defines it\n"
-            "                  (default small)\n"
-            "  --steps N       timed steps after %d warm-up steps (default 5)\n"
-            "  --threads N     OpenBLAS and OpenMP threads, also passed to the reference\n"
-            "                  (default: all cores)\n"
-            "  --verbose       print to stderr the time of each step phase and backend\n"
-            "                  operation, the FLOP breakdown and the reference's own line\n"
-            "                  (the operation timers add a clock read around each call)\n",
-            SGEMM_SIZE, WARMUP_STEPS);
+            "  --config NAME     model and batch shape, as the reference script defines it:\n"
+            "                    tiny, small or switch-base-8 (default small)\n"
+            "  --steps N         timed steps after %d warm-up steps (default 5)\n"
+            "  --threads N       OpenBLAS and OpenMP threads, also passed to the reference\n"
+            "                    (default: all cores)\n"
+            "  --device NAME     cpu or cuda (default cpu); cuda needs a build with nvcc\n"
+            "                    and a GPU\n"
+            "  --precision NAME  GEMM precision on the GPU: fp32, tf32 or bf16 inputs, all\n"
+            "                    with float32 accumulation (default fp32; cuda only)\n"
+            "  --reference       run the reference even without tools/venv, with\n"
+            "                    $CAEM_PYTHON or else python3 from the PATH. Without this\n"
+            "                    option the reference runs only when $CAEM_PYTHON is set or\n"
+            "                    tools/venv/bin/python exists under $CAEM_ROOT (default: the\n"
+            "                    current directory).\n"
+            "  --verbose         print to stderr the time of each step phase and backend\n"
+            "                    operation, the FLOP breakdown and the reference's own line\n"
+            "                    (the operation timers add a clock read around each call,\n"
+            "                    and on the GPU a wait for the operation to finish)\n",
+            SGEMM_SIZE, CUDA_GEMM_SIZE, WARMUP_STEPS);
 }
 
 static int parse_long(const char *text, const char *option, long min, long max, long *out)
@@ -862,6 +1000,9 @@ static int parse_options(int argc, char **argv, struct options *opt)
         { "steps", required_argument, NULL, 's' },
         { "threads", required_argument, NULL, 't' },
         { "verbose", no_argument, NULL, 'v' },
+        { "device", required_argument, NULL, 'd' },
+        { "precision", required_argument, NULL, 'p' },
+        { "reference", no_argument, NULL, 'r' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -882,6 +1023,15 @@ static int parse_options(int argc, char **argv, struct options *opt)
         case 'v':
             opt->verbose = 1;
             break;
+        case 'd':
+            opt->device = optarg;
+            break;
+        case 'p':
+            opt->precision = optarg;
+            break;
+        case 'r':
+            opt->reference = 1;
+            break;
         case 'h':
             print_usage(stdout);
             return 1;
@@ -895,8 +1045,26 @@ static int parse_options(int argc, char **argv, struct options *opt)
         return 2;
     }
     if (shape_find(opt->config) == NULL) {
-        fprintf(stderr, "bench_step: unknown --config '%s', expected tiny or small\n",
-                opt->config);
+        fprintf(stderr, "bench_step: unknown --config '%s', expected one of:", opt->config);
+        for (size_t i = 0; i < SHAPE_COUNT; i++)
+            fprintf(stderr, " %s", bench_shapes[i].name);
+        fprintf(stderr, "\n");
+        return 2;
+    }
+    if (strcmp(opt->device, "cpu") != 0 && strcmp(opt->device, "cuda") != 0) {
+        fprintf(stderr, "bench_step: invalid --device '%s', expected cpu or cuda\n",
+                opt->device);
+        return 2;
+    }
+    if (opt->precision != NULL && strcmp(opt->device, "cuda") != 0) {
+        fprintf(stderr, "bench_step: --precision applies to --device cuda only; the CPU "
+                "backend computes in float32\n");
+        return 2;
+    }
+    if (opt->precision != NULL && strcmp(opt->precision, "fp32") != 0 &&
+        strcmp(opt->precision, "tf32") != 0 && strcmp(opt->precision, "bf16") != 0) {
+        fprintf(stderr, "bench_step: invalid --precision '%s', expected fp32, tf32 or bf16\n",
+                opt->precision);
         return 2;
     }
     return 0;
@@ -912,12 +1080,64 @@ static int default_threads(void)
 #endif
 }
 
+/* Prints the result line (see the top of this file) after running the
+ * reference. ms, tokens/s and the rates are those of the timed steps. */
+static void print_result(const struct options *opt, const struct device *dev, double step_s,
+                         double tokens_per_s, double rss, double step_flops)
+{
+    double model_gflops = step_flops / step_s * 1e-9;
+    double gemm = device_gemm_rate(dev);
+    char line[2048];
+    int used;
+    if (dev->precision != NULL)
+        used = snprintf(line, sizeof line, "%s on %s, %s", opt->config, dev->description,
+                        dev->precision);
+    else
+        used = snprintf(line, sizeof line, "%s", opt->config);
+    used += snprintf(line + used, sizeof line - (size_t)used,
+                     ": %.0f tokens/s, %.1f ms/step, peak RSS %.0f MiB, %.3g GFLOP/step, "
+                     "%.1f GFLOP/s", tokens_per_s, step_s * 1000.0, rss, step_flops * 1e-9,
+                     model_gflops);
+    if (gemm > 0.0 && dev->precision != NULL)
+        used += snprintf(line + used, sizeof line - (size_t)used,
+                         " = %.1f%% of %s GEMM (%.1f GFLOP/s)", 100.0 * model_gflops / gemm,
+                         dev->precision, gemm);
+    else if (gemm > 0.0)
+        used += snprintf(line + used, sizeof line - (size_t)used,
+                         " = %.0f%% of sgemm (%.1f GFLOP/s)", 100.0 * model_gflops / gemm,
+                         gemm);
+    else if (dev->precision != NULL)
+        used += snprintf(line + used, sizeof line - (size_t)used,
+                         ", %s GEMM rate not measured (backend_cuda_gemm_rate failed)",
+                         dev->precision);
+    else
+        used += snprintf(line + used, sizeof line - (size_t)used,
+                         ", sgemm not measured (out of memory for its matrices)");
+
+    const char *root = getenv("CAEM_ROOT");
+    double reference = 0.0;
+    struct caem_error err;
+    int ref = reference_run(root != NULL && root[0] != '\0' ? root : ".", opt, dev,
+                            &reference, &err);
+    if (ref == 0)
+        snprintf(line + used, sizeof line - (size_t)used, ", reference %.0f tokens/s, %.1fx",
+                 reference, tokens_per_s / reference);
+    else if (ref == 1)
+        snprintf(line + used, sizeof line - (size_t)used,
+                 ", reference skipped: tools/venv not found (README.md says how to make it; "
+                 "--reference uses $CAEM_PYTHON or python3)");
+    else
+        snprintf(line + used, sizeof line - (size_t)used, ", reference failed: %s",
+                 err.message);
+    printf("%s\n", line);
+}
+
 int main(int argc, char **argv)
 {
     /* the same thread behavior as caem; the reference gets the user's own */
     threads_prefer_passive_wait(argv);
     threads_restore_environment();
-    struct options opt = { "small", 5, 0, 0 };
+    struct options opt = { .config = "small", .steps = 5, .device = "cpu" };
     int parsed = parse_options(argc, argv, &opt);
     if (parsed != 0)
         return parsed == 1 ? 0 : parsed;
@@ -932,10 +1152,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_step: %s: %s\n", opt.config, err.message);
         return 1;
     }
+    struct device dev;
+    if (device_open(&dev, &opt) != 0)
+        return 1;
     struct backend timed_table;
-    const struct backend *backend = backend_cpu();
+    const struct backend *backend = dev.backend;
     if (opt.verbose) {
-        timed_table = profiled_backend(backend, cfg.vocab_size);
+        timed_table = profiled_backend(backend, dev.synchronize, cfg.vocab_size);
         backend = &timed_table;
     }
     struct model *m = NULL;
@@ -965,21 +1188,22 @@ int main(int argc, char **argv)
     batch_fill(&batch, ids, &cfg, shape);
 
     /* Warm-up, then the timed steps. The kept tokens of every timed step
-     * enter the FLOP count, because routing changes with the parameters. */
+     * enter the FLOP count, because routing changes with the parameters.
+     * On the GPU the clock is read after the queued work has finished. */
     int status = 0;
     for (int i = 0; i < WARMUP_STEPS && status == 0; i++)
-        status = train_step(m, optimizer, &batch, NULL, &err);
+        status = train_step(m, optimizer, &batch, &dev, NULL, &err);
     struct phase_times phases = { 0 };
     long kept_total = 0, routed_total = 0;
     profile_reset();
-    double start = seconds_now();
+    double start = device_seconds(&dev);
     for (long i = 0; i < opt.steps && status == 0; i++) {
-        status = train_step(m, optimizer, &batch, &phases, &err);
+        status = train_step(m, optimizer, &batch, &dev, opt.verbose ? &phases : NULL, &err);
         long routed_step;
         kept_total += count_kept_tokens(m, &routed_step);
         routed_total += routed_step;
     }
-    double elapsed = seconds_now() - start;
+    double elapsed = device_seconds(&dev) - start;
     double rss = peak_rss_mib();
     free(ids);
     adamw_free(optimizer);
@@ -993,40 +1217,12 @@ int main(int argc, char **argv)
     count_forward_flops(&cfg, B, Te, Td, (double)kept_total / opt.steps, &flops);
     double step_flops = 3.0 * flop_total(&flops); /* backward = 2 x forward */
     double step_s = elapsed / opt.steps;
-    double model_gflops = step_flops / step_s * 1e-9;
     double tokens_per_s = (double)B * (Te + Td) / step_s;
     if (opt.verbose) {
         fprintf(stderr, "%s: %ld of %ld routed tokens kept by the experts, %ld threads\n",
                 opt.config, kept_total, routed_total, opt.threads);
         print_breakdown(&phases, elapsed, opt.steps, &flops);
     }
-    double sgemm = sgemm_gflops();
-
-    char line[2048];
-    int used = snprintf(line, sizeof line,
-                        "%s: %.0f tokens/s, %.1f ms/step, peak RSS %.0f MiB, %.3g GFLOP/step, "
-                        "%.1f GFLOP/s", opt.config, tokens_per_s, step_s * 1000.0, rss,
-                        step_flops * 1e-9, model_gflops);
-    if (sgemm > 0.0)
-        used += snprintf(line + used, sizeof line - (size_t)used,
-                         " = %.0f%% of sgemm (%.1f GFLOP/s)", 100.0 * model_gflops / sgemm,
-                         sgemm);
-    else
-        used += snprintf(line + used, sizeof line - (size_t)used,
-                         ", sgemm not measured (out of memory for its matrices)");
-    const char *root = getenv("CAEM_ROOT");
-    double reference = 0.0;
-    int ref = reference_run(root != NULL && root[0] != '\0' ? root : ".", opt.config,
-                            opt.steps, opt.threads, opt.verbose, &reference, &err);
-    if (ref == 0)
-        snprintf(line + used, sizeof line - (size_t)used, ", reference %.0f tokens/s, %.1fx",
-                 reference, tokens_per_s / reference);
-    else if (ref == 1)
-        snprintf(line + used, sizeof line - (size_t)used,
-                 ", reference skipped: tools/venv not found (README.md says how to make it)");
-    else
-        snprintf(line + used, sizeof line - (size_t)used, ", reference failed: %s",
-                 err.message);
-    printf("%s\n", line);
+    print_result(&opt, &dev, step_s, tokens_per_s, rss, step_flops);
     return 0;
 }

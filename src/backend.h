@@ -235,7 +235,17 @@ const struct backend *backend_cpu(void);
 void backend_cpu_set_threads(int threads);
 
 /* Returns the backend named "cpu" or "cuda", or fails with a message saying
- * why it is unavailable. */
+ * why it is unavailable. "auto" is CUDA when this build has it and a GPU is
+ * present, else the CPU; the first time it falls back in a CUDA build, it
+ * prints one line on stderr saying why. */
 int backend_select(const struct backend **out, const char *name, struct caem_error *err);
+
+/* The device of models that are created without naming one (the Lua
+ * module's, for one): set by --device or caem.device; before that, the
+ * environment variable CAEM_DEVICE when it names one, else "auto". */
+int backend_set_default(const char *name, struct caem_error *err);
+const char *backend_default_name(void);
+/* Resolves the default device's backend (see backend_select). */
+int backend_default(const struct backend **out, struct caem_error *err);
 
 #endif

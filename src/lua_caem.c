@@ -1,9 +1,14 @@
 /* The caem Lua module: luaopen_caem, the host's hooks, the functions of
  * lua_caem.h and the module's config functions. */
+#include <stdio.h>
 #include <string.h>
 
+#include "backend.h"
 #include "config.h"
 #include "lua_caem.h"
+#ifdef CAEM_HAVE_CUDA
+#include "backend_cuda.h"
+#endif
 #include "lua_internal.h"
 
 /* NOTE: the same version as CAEM_VERSION in main.c; tests/lua/module.lua
@@ -46,11 +51,60 @@ static int caem_config(lua_State *L)
     return 1;
 }
 
+/* caem.device() returns the device that new and loaded models use ("cpu"
+ * or "cuda"); caem.device(name) sets it to "auto", "cpu" or "cuda" first.
+ * Models already made stay where they are. */
+static int caem_device(lua_State *L)
+{
+    struct caem_error err;
+    const struct backend *be;
+    if (!lua_isnoneornil(L, 1)) {
+        char previous[8];
+        snprintf(previous, sizeof previous, "%s", backend_default_name());
+        if (backend_set_default(luaL_checkstring(L, 1), &err) != 0)
+            return luaL_error(L, "caem.device: %s", err.message);
+        if (backend_default(&be, &err) != 0) {
+            backend_set_default(previous, &err);
+            return luaL_error(L, "caem.device: %s", err.message);
+        }
+    }
+    if (backend_default(&be, &err) != 0)
+        return luaL_error(L, "caem.device: %s", err.message);
+    lua_pushstring(L, be->name);
+    return 1;
+}
+
+/* caem.precision() returns the GEMM precision of the CUDA backend ("fp32",
+ * "tf32" or "bf16"); caem.precision(name) sets it first. The CPU backend
+ * always computes in float32. */
+static int caem_precision(lua_State *L)
+{
+#ifdef CAEM_HAVE_CUDA
+    if (!lua_isnoneornil(L, 1)) {
+        struct caem_error err;
+        enum cuda_precision precision;
+        if (cuda_precision_parse(luaL_checkstring(L, 1), &precision, &err) != 0)
+            return luaL_error(L, "caem.precision: %s", err.message);
+        backend_cuda_set_precision(precision);
+    }
+    lua_pushstring(L, cuda_precision_name(backend_cuda_precision()));
+#else
+    if (!lua_isnoneornil(L, 1) && strcmp(luaL_checkstring(L, 1), "fp32") != 0)
+        return luaL_error(L, "caem.precision: '%s' needs the CUDA backend, and this build has "
+                          "none (nvcc was not on the PATH when it was built)",
+                          lua_tostring(L, 1));
+    lua_pushstring(L, "fp32");
+#endif
+    return 1;
+}
+
 int luaopen_caem(lua_State *L)
 {
     static const luaL_Reg functions[] = {
         { "presets", caem_presets },
         { "config", caem_config },
+        { "device", caem_device },
+        { "precision", caem_precision },
         { NULL, NULL },
     };
     lua_caem_host_hooks(L);

@@ -90,9 +90,12 @@ static int caem_model(lua_State *L)
     const char *name = option_string(L, 1, "name", function,
                                      option_string(L, 1, "preset", function, "small"));
 
+    const struct backend *be;
+    if (backend_default(&be, &err) != 0)
+        return raise_error(L, function, &err);
     struct lua_model *lm = model_push(L);
     lm->name = copy_or_raise(L, name);
-    if (model_create(&lm->state.model, &cfg, backend_cpu(), &err) != 0)
+    if (model_create(&lm->state.model, &cfg, be, &err) != 0)
         return raise_error(L, function, &err);
     model_init_params(lm->state.model, (uint64_t)seed);
     if (lt != NULL)
@@ -108,7 +111,8 @@ static int caem_load(lua_State *L)
     lm->name = copy_or_raise(L, path);
     lm->path = copy_or_raise(L, path);
     struct caem_error err;
-    if (checkpoint_load(path, backend_cpu(), &lm->state, &err) != 0)
+    const struct backend *be;
+    if (backend_default(&be, &err) != 0 || checkpoint_load(path, be, &lm->state, &err) != 0)
         return raise_error(L, "caem.load", &err);
     return 1;
 }
@@ -224,13 +228,18 @@ static int method_param(lua_State *L)
         return luaL_error(L, "%s: tensor '%s' has %I values, more than max_values %I; pass "
                           "{max_values = %I} to read it", function, name,
                           (lua_Integer)p->count, limit, (lua_Integer)p->count);
-    size_t count;
-    const float *values = model_param(lm->state.model, name, &count);
+    size_t count = p->count;
+    float *values = malloc(sizeof(float) * (count > 0 ? count : 1));
+    if (values == NULL)
+        return luaL_error(L, "%s: out of memory for %I values", function, (lua_Integer)count);
+    const struct model *m = lm->state.model;
+    m->backend->download(values, m->params + p->offset, sizeof(float) * count);
     lua_createtable(L, (int)count, 0);
     for (size_t i = 0; i < count; i++) {
         lua_pushnumber(L, values[i]);
         lua_seti(L, -2, (lua_Integer)i + 1);
     }
+    free(values);
     lua_createtable(L, p->ndim, 0);
     for (int d = 0; d < p->ndim; d++) {
         lua_pushinteger(L, p->shape[d]);

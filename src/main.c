@@ -13,6 +13,7 @@
 #include "threads.h"
 #include "tokenizer.h"
 #ifdef CAEM_HAVE_CUDA
+#include "backend_cuda.h"
 #include "cuda_device.h"
 #endif
 
@@ -70,7 +71,13 @@ static void print_usage(FILE *out)
             "                  checkpoint (caem import --help)\n"
             "\n"
             "Options (before or after the command):\n"
-            "  --device cpu|cuda  backend for the computation (default cpu)\n"
+            "  --device auto|cpu|cuda\n"
+            "                     backend for the computation (default auto: the GPU when\n"
+            "                     this build has CUDA and a GPU is present, else the CPU;\n"
+            "                     the environment variable CAEM_DEVICE sets the default)\n"
+            "  --precision fp32|tf32|bf16\n"
+            "                     GEMM inputs on the GPU (default fp32; accumulation is\n"
+            "                     float32 in every mode; the CPU always computes in fp32)\n"
             "  --threads N        CPU threads for OpenBLAS and OpenMP (default: all cores)\n"
             "  --seed N           seed of initialization, dropout, jitter and data (default 1)\n"
             "  --verbose          more detail in the output\n"
@@ -85,9 +92,7 @@ static void print_usage(FILE *out)
             "$HOME/.caem_history. When standard input is not a terminal, the REPL reads\n"
             "the same lines without prompts, stops the jobs still running at the end of\n"
             "the input, and exits with status 1 when a chunk failed; use caem run - to\n"
-            "run standard input as one script instead.\n"
-            "\n"
-            "This version has no live screen or CAEM merge yet (see README.md).\n",
+            "run standard input as one script instead.\n",
           out);
 }
 
@@ -102,8 +107,7 @@ static int cmd_devices(void)
     for (int i = 0; i < count; i++) {
         char desc[256];
         cuda_device_describe(i, desc, sizeof desc);
-        printf("cuda:%d: %s (the CUDA operations are not implemented in this version)\n", i,
-               desc);
+        printf("cuda:%d: %s%s\n", i, desc, i == 0 ? " (used by --device cuda)" : "");
     }
 #else
     printf("cuda: not built (nvcc was not on the PATH at build time)\n");
@@ -220,13 +224,15 @@ static const struct {
 };
 
 /* The common options that take a value. */
-static const char *const global_value_options[] = { "--device", "--threads", "--seed" };
+static const char *const global_value_options[] = { "--device", "--threads", "--seed",
+                                                     "--precision" };
+#define GLOBAL_VALUE_OPTIONS (sizeof global_value_options / sizeof global_value_options[0])
 
 /* Returns which of global_value_options arg is (as "--name" or "--name=value",
  * with *value set to the text after '=' or NULL), or -1. */
 static int match_global_value_option(const char *arg, const char **value)
 {
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < (int)GLOBAL_VALUE_OPTIONS; k++) {
         size_t n = strlen(global_value_options[k]);
         if (strncmp(arg, global_value_options[k], n) == 0 && (arg[n] == '\0' || arg[n] == '=')) {
             *value = arg[n] == '=' ? arg + n + 1 : NULL;
@@ -267,7 +273,32 @@ static int find_lua_script(int argc, char **argv)
     return argc;
 }
 
-/* Takes the common options (--device, --threads, --seed, --verbose, as
+/* Sets the CUDA backend's GEMM precision from --precision; returns -1 after
+ * printing a usage error. */
+static int set_precision(const char *value)
+{
+#ifdef CAEM_HAVE_CUDA
+    struct caem_error err;
+    enum cuda_precision precision;
+    if (cuda_precision_parse(value, &precision, &err) != 0) {
+        usage_error("%s", err.message);
+        return -1;
+    }
+    backend_cuda_set_precision(precision);
+    return 0;
+#else
+    if (strcmp(value, "fp32") == 0)
+        return 0;
+    if (strcmp(value, "tf32") == 0 || strcmp(value, "bf16") == 0)
+        usage_error("--precision %s needs the CUDA backend, and this build has none (nvcc "
+                    "was not on the PATH when it was built)", value);
+    else
+        usage_error("invalid precision '%s' (expected fp32, tf32 or bf16)", value);
+    return -1;
+#endif
+}
+
+/* Takes the common options (--device, --threads, --seed, --precision, --verbose, as
  * "--name value" or "--name=value") out of argv[1..end), wherever they are,
  * into g. The words from argv[end] on stay as they are. Returns the new
  * argc, or -1 after printing a usage error. */
@@ -298,11 +329,15 @@ static int take_global_options(int argc, char **argv, int end, struct global_opt
         }
         long v;
         if (matched == 0) {
-            if (strcmp(value, "cpu") != 0 && strcmp(value, "cuda") != 0) {
-                usage_error("invalid --device '%s' (expected cpu or cuda)", value);
+            struct caem_error err;
+            if (backend_set_default(value, &err) != 0) {
+                usage_error("invalid --device '%s' (expected auto, cpu or cuda)", value);
                 return -1;
             }
             g->device = value;
+        } else if (matched == 3) {
+            if (set_precision(value) != 0)
+                return -1;
         } else if (matched == 1) {
             if (command_parse_long(value, "--threads", 1, 1024, &v) != 0)
                 return -1;
@@ -334,7 +369,7 @@ int main(int argc, char **argv)
         return 1;
     }
     memcpy(all_argv, argv, sizeof *all_argv * ((size_t)argc + 1));
-    struct global_options g = { "cpu", 0, 1, 0, 0, argc, all_argv };
+    struct global_options g = { "auto", 0, 1, 0, 0, argc, all_argv };
     int script = find_lua_script(argc, argv);
     argc = take_global_options(argc, argv, script < argc ? script + 1 : argc, &g);
     if (argc < 0)

@@ -277,6 +277,8 @@ void model_init_params(struct model *m, uint64_t seed)
     for (int i = 0; i < m->layout.count; i++) {
         const struct param_info *p = &m->layout.tensors[i];
         float *dst = host + p->offset;
+        /* each value is a function of its index alone, so threads agree */
+#pragma omp parallel for schedule(static) if (p->count > 65536)
         for (size_t j = 0; j < p->count; j++)
             dst[j] = p->init == INIT_ONES ? 1.0f
                                           : p->std * rng_normal(seed, p->offset + j);

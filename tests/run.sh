@@ -5,6 +5,10 @@
 # harness adds to their result lines.
 # A program that exits non-zero without printing a FAIL line (a crash, a
 # sanitizer report) counts as one failed test named after the program.
+# The CPU reference tests run on the CPU also where a GPU is present; the
+# CUDA test programs choose their backend themselves.
+CAEM_DEVICE=${CAEM_DEVICE:-cpu}
+export CAEM_DEVICE
 passed=0
 failed=0
 skipped=0

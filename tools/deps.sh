@@ -3,7 +3,7 @@
 # Without root it prints the apt command to run and exits with status 1.
 # Usage: tools/deps.sh [--check]   (--check only reports what is missing)
 set -u
-packages="gcc make pkg-config liblua5.4-dev libncurses-dev libreadline-dev libhdf5-dev
+packages="gcc g++ make pkg-config liblua5.4-dev libncurses-dev libreadline-dev libhdf5-dev
 hdf5-tools libopenblas-dev libopenblas-openmp-dev libjansson-dev libutf8proc-dev sentencepiece tmux wordnet-base"
 
 missing=""
