@@ -19,7 +19,8 @@ struct cuda_backend_state {
     cublasHandle_t blas;
     enum cuda_precision precision;
     // 1 once cublasGemmGroupedBatchedEx rejected the compute type, after
-    // which the grouped GEMMs run one cublasGemmEx per group.
+    // which the grouped GEMMs run one cublasGemmEx per group. It is reset
+    // when the precision changes.
     int grouped_unsupported;
     void *scratch[SLOT_COUNT];
     size_t scratch_bytes[SLOT_COUNT];
@@ -210,7 +211,9 @@ void run_grouped(const std::vector<gemm_problem> &problems, float beta)
         alphas.data(), device, CUDA_R_32F, ld_first.data(), device + count, CUDA_R_32F,
         ld_second.data(), betas.data(), (void *const *)(device + 2 * (size_t)count), CUDA_R_32F,
         ldc.data(), count, group_size.data(), cuda_compute_type());
-    if (status == CUBLAS_STATUS_NOT_SUPPORTED) {
+    // The grouped call's documentation lists fewer compute types than
+    // cublasGemmEx takes; a rejection of either kind selects the fallback.
+    if (status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_INVALID_VALUE) {
         state.grouped_unsupported = 1;
         run_grouped(problems, beta);
         return;
@@ -757,6 +760,10 @@ extern "C" int backend_cuda_open(const struct backend **out, struct caem_error *
     if (!state.open) {
         int count = 0;
         cudaError_t status = cudaGetDeviceCount(&count);
+        if (status == cudaErrorInsufficientDriver)
+            return caem_fail(err, "no CUDA device is available: the NVIDIA driver is missing "
+                             "or older than this build's CUDA %d.%d runtime needs",
+                             CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
         if (status != cudaSuccess)
             return caem_fail(err, "no CUDA device is available (CUDA runtime: %s)",
                              cudaGetErrorString(status));
@@ -795,7 +802,9 @@ extern "C" int cuda_precision_parse(const char *name, enum cuda_precision *out,
 
 extern "C" void backend_cuda_set_precision(enum cuda_precision precision)
 {
+    std::lock_guard<std::mutex> hold(table_mutex);
     state.precision = precision;
+    state.grouped_unsupported = 0;
 }
 
 extern "C" enum cuda_precision backend_cuda_precision(void)

@@ -12,8 +12,10 @@ extern "C" int cuda_device_count(char *reason, size_t reason_size)
     cudaError_t status = cudaGetDeviceCount(&count);
     if (status == cudaErrorInsufficientDriver || status == cudaErrorNoDevice) {
         // Without a driver the runtime reports an insufficient driver version.
-        snprintf(reason, reason_size, "no NVIDIA driver or device found (CUDA runtime: %s)",
-                 cudaGetErrorString(status));
+        snprintf(reason, reason_size,
+                 "no NVIDIA driver or device found, or a driver older than this build's "
+                 "CUDA %d.%d runtime needs (CUDA runtime: %s)",
+                 CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10, cudaGetErrorString(status));
         return 0;
     }
     if (status != cudaSuccess) {

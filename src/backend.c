@@ -57,7 +57,10 @@ const char *backend_default_name(void)
     if (default_name[0] == '\0') {
         const char *env = getenv("CAEM_DEVICE");
         struct caem_error err;
-        if (env == NULL || env[0] == '\0' || backend_set_default(env, &err) != 0)
+        if (env != NULL && env[0] != '\0' && backend_set_default(env, &err) != 0)
+            fprintf(stderr, "caem: ignoring CAEM_DEVICE=%s (expected auto, cpu or cuda)\n",
+                    env);
+        if (default_name[0] == '\0')
             snprintf(default_name, sizeof default_name, "auto");
     }
     return default_name;

@@ -81,7 +81,7 @@ int command_eval(int argc, char **argv, const struct global_options *g)
     const char *path = argv[optind];
     struct caem_error err;
     const struct backend *be;
-    if (backend_select(&be, g->device, &err) != 0) {
+    if (backend_default(&be, &err) != 0) {
         fprintf(stderr, "caem eval: %s\n", err.message);
         return 1;
     }

@@ -75,7 +75,8 @@ static const char train_help[] =
     "  --count-padding       count padding positions in the expert usage\n"
     "  --help                this text\n"
     "\n"
-    "Common options (--device, --threads, --seed, --verbose) are in caem --help.\n";
+    "Common options (--device, --precision, --threads, --seed, --verbose) are in caem\n"
+    "--help.\n";
 
 static const char eval_help[] =
     "usage: caem eval CKPT [OPTIONS]\n"

@@ -276,7 +276,7 @@ int command_train(int argc, char **argv, const struct global_options *g)
     }
     struct caem_error err;
     const struct backend *be;
-    if (backend_select(&be, g->device, &err) != 0) {
+    if (backend_default(&be, &err) != 0) {
         fprintf(stderr, "caem train: %s\n", err.message);
         return 1;
     }

@@ -9,7 +9,7 @@
 
 /* Options common to every command. */
 struct global_options {
-    const char *device; /* "auto", "cpu" or "cuda" */
+    const char *device; /* --device as given, or "auto"; backend_default resolves it */
     int threads;        /* 0: the default */
     unsigned long long seed;
     int seed_given; /* 1 when --seed was on the command line */

@@ -104,9 +104,9 @@ static int *group_offsets(const int *rows, int groups)
     return offsets;
 }
 
-static void test_grouped_gemms(void)
+/* Runs the three grouped GEMMs on both backends and compares within tol. */
+static void check_grouped_gemms(double tol, const char *mode)
 {
-    SKIP_WITHOUT_GPU();
     /* empty groups first, in the middle and last */
     int rows[] = { 0, 7, 1, 0, 12, 5, 0 };
     int groups = 7, n = 24, k = 40;
@@ -123,13 +123,13 @@ static void test_grouped_gemms(void)
     float *dc = device_poisoned((size_t)total * n);
     cpu_be->grouped_gemm_nt(groups, offsets, n, k, a, w, w_stride, c);
     cuda_be->grouped_gemm_nt(groups, offsets, n, k, da, dw, w_stride, dc);
-    CHECK_DEVICE_NEAR(dc, c, (size_t)total * n, CUDA_TOL_FP32, "grouped nt");
+    CHECK_DEVICE_NEAR(dc, c, (size_t)total * n, tol, mode);
 
     /* nn: C = A W_g with W_g k x n */
     device_poison(dc, (size_t)total * n);
     cpu_be->grouped_gemm_nn(groups, offsets, n, k, a, w, w_stride, c);
     cuda_be->grouped_gemm_nn(groups, offsets, n, k, da, dw, w_stride, dc);
-    CHECK_DEVICE_NEAR(dc, c, (size_t)total * n, CUDA_TOL_FP32, "grouped nn");
+    CHECK_DEVICE_NEAR(dc, c, (size_t)total * n, tol, mode);
 
     /* tn: dW_g (k x n) += dY_rows^T X_rows, accumulating into random dW */
     float *dy = host_uniform((size_t)total * k, 22, -1.0f, 1.0f);
@@ -139,7 +139,7 @@ static void test_grouped_gemms(void)
     float *dgrad = device_copy(grad, w_size);
     cpu_be->grouped_gemm_tn(groups, offsets, k, n, dy, x, grad, w_stride);
     cuda_be->grouped_gemm_tn(groups, offsets, k, n, ddy, dx, dgrad, w_stride);
-    CHECK_DEVICE_NEAR(dgrad, grad, w_size, CUDA_TOL_FP32, "grouped tn");
+    CHECK_DEVICE_NEAR(dgrad, grad, w_size, tol, mode);
 
     cuda_be->free(da);
     cuda_be->free(dw);
@@ -154,6 +154,18 @@ static void test_grouped_gemms(void)
     free(dy);
     free(x);
     free(grad);
+}
+
+static void test_grouped_gemms(void)
+{
+    SKIP_WITHOUT_GPU();
+    check_grouped_gemms(CUDA_TOL_FP32, "grouped GEMMs at fp32");
+    backend_cuda_set_precision(CUDA_PRECISION_TF32);
+    check_grouped_gemms(CUDA_TOL_TF32, "grouped GEMMs at tf32");
+    /* bf16 may take the fallback of one GEMM per group */
+    backend_cuda_set_precision(CUDA_PRECISION_BF16);
+    check_grouped_gemms(CUDA_TOL_BF16, "grouped GEMMs at bf16");
+    backend_cuda_set_precision(CUDA_PRECISION_FP32);
 }
 
 static void test_add_scale_relu(void)

@@ -20,6 +20,9 @@
 // shared memory.
 #define __shared__ static
 
+// The runtime version this emulation stands in for (CUDA 13.0).
+#define CUDART_VERSION 13000
+
 struct dim3 {
     unsigned x, y, z;
     constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}

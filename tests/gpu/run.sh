@@ -225,7 +225,7 @@ done
 tests_line="agreement tests: $passed passed, $failed failed, $skipped skipped"
 if [ "$no_gpu" -gt 0 ]; then
     say "$tests_line"
-    die "$no_gpu tests skipped because no GPU was found ($no_gpu_reason);" \
+    die "$no_gpu tests skipped because no usable GPU was found ($no_gpu_reason);" \
         "nothing was timed"
 fi
 
