@@ -53,7 +53,7 @@ DEPS_STAMP := $(BUILD)/deps.stamp
 # copies it beside the binaries for a GPU server.
 NVCC := $(shell command -v nvcc 2>/dev/null)
 CU_SRCS := $(wildcard kernels/*.cu)
-CU_HEADERS := $(wildcard kernels/*.h) src/backend.h src/backend_cuda.h src/cuda_device.h
+CU_HEADERS := $(wildcard kernels/*.h) src/backend.h src/backend_cuda.h src/cuda_device.h src/philox.h
 CUDA_TEST_SRCS := $(wildcard tests/cuda/test_*.c)
 ifneq ($(NVCC),)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
@@ -152,20 +152,22 @@ $(BUILD)/obj/main.o: src/main.c $(BUILD_CONFIG) | $(DEPS_STAMP)
 	$(CC) $(BASE_CFLAGS) $(OPT_CFLAGS) $(CUDA_CFLAGS) -MMD -MP -c $< -o $@
 
 # backend.o in a CUDA build calls the CUDA backend, so the programs link it.
-$(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libcaem.a $(CU_OBJS)
+$(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/libcaem.a $(CU_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(OPT_CFLAGS) -o $@ $< $(CU_OBJS) $(BUILD)/libcaem.a $(LIBS) $(CUDA_LIBS)
 
-$(BUILD)/asan/tests/%: tests/%.c tests/test.h $(BUILD)/asan/libcaem.a
+$(BUILD)/asan/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/asan/libcaem.a
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(SAN_CFLAGS) -o $@ $< $(BUILD)/asan/libcaem.a $(LIBS)
 
-$(BUILD)/tests/cuda/%: tests/cuda/%.c tests/cuda/cuda_check.h tests/test.h $(BUILD)/libcaem.a $(CU_OBJS)
+$(BUILD)/tests/cuda/%: tests/cuda/%.c tests/cuda/cuda_check.h $(wildcard tests/*.h) $(BUILD)/libcaem.a \
+                     $(CU_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(OPT_CFLAGS) $(CUDA_CFLAGS) -Itests -o $@ $< $(CU_OBJS) \
 	    $(BUILD)/libcaem.a $(LIBS) $(CUDA_LIBS)
 
-$(BUILD)/tests/cuda_emu/%: tests/cuda/%.c tests/cuda/cuda_check.h tests/test.h $(BUILD)/libcaem.a $(EMU_OBJS)
+$(BUILD)/tests/cuda_emu/%: tests/cuda/%.c tests/cuda/cuda_check.h $(wildcard tests/*.h) \
+                          $(BUILD)/libcaem.a $(EMU_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(OPT_CFLAGS) -Itests -o $@ $< $(EMU_OBJS) $(BUILD)/libcaem.a \
 	    $(LIBS) -lstdc++

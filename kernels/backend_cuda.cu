@@ -266,38 +266,37 @@ void cuda_gemm_batched(int trans_a, int trans_b, int m, int n, int k, float alph
 
 namespace {
 
-void cuda_grouped_gemm_nt(int groups, const int *offsets, int n, int k, const float *a,
-                          const float *w, size_t w_stride, float *c)
+// C_rows = A_rows op(W_g) over the groups' rows, with op(W_g) = W_g^T (W_g
+// n x k) when trans_w, else W_g (k x n).
+void grouped_gemm_rows(int trans_w, int groups, const int *offsets, int n, int k,
+                       const float *a, const float *w, size_t w_stride, float *c)
 {
+    int ldw = trans_w ? k : n;
     std::vector<gemm_problem> problems;
     for (int g = 0; g < groups; g++) {
         int rows = offsets[g + 1] - offsets[g];
         if (rows > 0 && n > 0 && k > 0)
-            problems.push_back(row_major_problem(0, 1, rows, n, k, a + (size_t)offsets[g] * k,
-                                                 k, w + g * w_stride, k,
+            problems.push_back(row_major_problem(0, trans_w, rows, n, k,
+                                                 a + (size_t)offsets[g] * k, k,
+                                                 w + g * w_stride, ldw,
                                                  c + (size_t)offsets[g] * n, n));
         else if (rows > 0)
-            cuda_gemm(0, 1, rows, n, k, 1.0f, NULL, k, NULL, k, 0.0f,
+            cuda_gemm(0, trans_w, rows, n, k, 1.0f, NULL, k, NULL, ldw, 0.0f,
                       c + (size_t)offsets[g] * n, n);
     }
     run_grouped(problems, 0.0f);
 }
 
+void cuda_grouped_gemm_nt(int groups, const int *offsets, int n, int k, const float *a,
+                          const float *w, size_t w_stride, float *c)
+{
+    grouped_gemm_rows(1, groups, offsets, n, k, a, w, w_stride, c);
+}
+
 void cuda_grouped_gemm_nn(int groups, const int *offsets, int n, int k, const float *a,
                           const float *w, size_t w_stride, float *c)
 {
-    std::vector<gemm_problem> problems;
-    for (int g = 0; g < groups; g++) {
-        int rows = offsets[g + 1] - offsets[g];
-        if (rows > 0 && n > 0 && k > 0)
-            problems.push_back(row_major_problem(0, 0, rows, n, k, a + (size_t)offsets[g] * k,
-                                                 k, w + g * w_stride, n,
-                                                 c + (size_t)offsets[g] * n, n));
-        else if (rows > 0)
-            cuda_gemm(0, 0, rows, n, k, 1.0f, NULL, k, NULL, n, 0.0f,
-                      c + (size_t)offsets[g] * n, n);
-    }
-    run_grouped(problems, 0.0f);
+    grouped_gemm_rows(0, groups, offsets, n, k, a, w, w_stride, c);
 }
 
 void cuda_grouped_gemm_tn(int groups, const int *offsets, int m, int n, const float *dy,
@@ -467,7 +466,7 @@ __global__ void jitter_kernel(float *x, size_t n, float eps, uint64_t seed, uint
     {
         uint64_t index = offset + i;
         uint32_t w[4];
-        cuda_philox(seed, index >> 2, w);
+        philox4x32_block(seed, index >> 2, w);
         float u = (float)(w[index & 3] >> 8) * (1.0f / 16777216.0f);
         float factor = 1.0f - eps + 2.0f * eps * u;
         x[i] = divide ? x[i] / factor : x[i] * factor;
@@ -520,32 +519,17 @@ void cuda_embedding_backward(const float *dout, const int32_t *ids, int n, int d
 
 // ---- RMS norm ----
 
-// Sums `value` over the block (CUDA_THREADS threads); every thread gets the sum.
-__device__ double block_sum(double value)
-{
-    __shared__ double partial[CUDA_THREADS];
-    partial[threadIdx.x] = value;
-    __syncthreads();
-    for (unsigned stride = CUDA_THREADS / 2; stride > 0; stride /= 2) {
-        if (threadIdx.x < stride)
-            partial[threadIdx.x] += partial[threadIdx.x + stride];
-        __syncthreads();
-    }
-    double total = partial[0];
-    __syncthreads();
-    return total;
-}
-
 // One block per row.
 __global__ void rmsnorm_forward_kernel(const float *x, const float *w, int d, float eps,
                                        float *y, float *rinv)
 {
+    __shared__ double shared[CUDA_THREADS];
     const float *xr = x + (size_t)blockIdx.x * d;
     float *yr = y + (size_t)blockIdx.x * d;
     double sum = 0.0;
     for (int j = threadIdx.x; j < d; j += blockDim.x)
         sum += (double)xr[j] * xr[j];
-    sum = block_sum(sum);
+    sum = block_reduce_sum(sum, shared);
     float variance = (float)(sum / d);
     float inv = 1.0f / sqrtf(variance + eps);
     if (threadIdx.x == 0)
@@ -558,11 +542,12 @@ __global__ void rmsnorm_forward_kernel(const float *x, const float *w, int d, fl
 __global__ void rmsnorm_backward_dx_kernel(const float *dy, const float *x, const float *w,
                                            const float *rinv, int d, float *dx)
 {
+    __shared__ double shared[CUDA_THREADS];
     size_t base = (size_t)blockIdx.x * d;
     double dot = 0.0;
     for (int j = threadIdx.x; j < d; j += blockDim.x)
         dot += (double)w[j] * dy[base + j] * x[base + j];
-    dot = block_sum(dot);
+    dot = block_reduce_sum(dot, shared);
     float inv = rinv[blockIdx.x];
     float coef = (float)(dot * inv * inv * inv / d);
     for (int j = threadIdx.x; j < d; j += blockDim.x)
@@ -660,20 +645,22 @@ void cuda_adamw(float *param, const float *grad, float *m, float *v, size_t n, f
 
 __global__ void sum_squares_kernel(const float *x, size_t n, double *partial)
 {
+    __shared__ double shared[CUDA_THREADS];
     double sum = 0.0;
     GRID_STRIDE(i, n)
     sum += (double)x[i] * x[i];
-    sum = block_sum(sum);
+    sum = block_reduce_sum(sum, shared);
     if (threadIdx.x == 0)
         partial[blockIdx.x] = sum;
 }
 
 __global__ void sum_partials_kernel(const double *partial, int count, double *out)
 {
+    __shared__ double shared[CUDA_THREADS];
     double sum = 0.0;
     for (int i = threadIdx.x; i < count; i += blockDim.x)
         sum += partial[i];
-    sum = block_sum(sum);
+    sum = block_reduce_sum(sum, shared);
     if (threadIdx.x == 0)
         *out = sum;
 }
@@ -837,7 +824,7 @@ __global__ void fill_uniform_kernel(float *x, size_t n, uint64_t seed)
     GRID_STRIDE(i, n)
     {
         uint32_t w[4];
-        cuda_philox(seed, i >> 2, w);
+        philox4x32_block(seed, i >> 2, w);
         x[i] = (float)(w[i & 3] >> 8) * (2.0f / 16777216.0f) - 1.0f;
     }
 }

@@ -62,55 +62,6 @@ static void plane_pointers(float **out, const float *base, int count, size_t pla
         out[i] = (float *)(base + (size_t)i * plane);
 }
 
-// Block reductions over blockDim.x threads (a power of two, at most
-// CUDA_THREADS) through `shared`, which has CUDA_THREADS elements. Every
-// thread of the block must call them, and every thread gets the result. The
-// closing __syncthreads lets the caller reuse `shared` at once.
-__device__ static float block_max(float value, float *shared)
-{
-    unsigned t = threadIdx.x;
-    shared[t] = value;
-    __syncthreads();
-    for (unsigned stride = blockDim.x / 2; stride > 0; stride /= 2) {
-        if (t < stride)
-            shared[t] = fmaxf(shared[t], shared[t + stride]);
-        __syncthreads();
-    }
-    float result = shared[0];
-    __syncthreads();
-    return result;
-}
-
-__device__ static float block_sum(float value, float *shared)
-{
-    unsigned t = threadIdx.x;
-    shared[t] = value;
-    __syncthreads();
-    for (unsigned stride = blockDim.x / 2; stride > 0; stride /= 2) {
-        if (t < stride)
-            shared[t] += shared[t + stride];
-        __syncthreads();
-    }
-    float result = shared[0];
-    __syncthreads();
-    return result;
-}
-
-__device__ static double block_sum_double(double value, double *shared)
-{
-    unsigned t = threadIdx.x;
-    shared[t] = value;
-    __syncthreads();
-    for (unsigned stride = blockDim.x / 2; stride > 0; stride /= 2) {
-        if (t < stride)
-            shared[t] += shared[t + stride];
-        __syncthreads();
-    }
-    double result = shared[0];
-    __syncthreads();
-    return result;
-}
-
 // Applies bias, masks and softmax to one row of scores in place. The whole
 // block calls it, and thread t owns elements t, t + blockDim.x, ... of the
 // row. Key j is masked when mask_row[j] is 0 or j > causal_limit. A masked
@@ -128,7 +79,7 @@ __device__ static void softmax_row(float *row, const float *bias_row, const int3
         row[j] = score;
         max = fmaxf(max, score);
     }
-    max = block_max(max, shared);
+    max = block_reduce_max(max, shared);
 
     float sum = 0.0f;
     for (int j = threadIdx.x; j < tk; j += blockDim.x) {
@@ -136,7 +87,7 @@ __device__ static void softmax_row(float *row, const float *bias_row, const int3
         row[j] = e;
         sum += e;
     }
-    sum = block_sum(sum, shared);
+    sum = block_reduce_sum(sum, shared);
 
     float inv = 1.0f / sum;
     for (int j = threadIdx.x; j < tk; j += blockDim.x)
@@ -188,7 +139,7 @@ __global__ static void position_bias_backward_kernel(const float *dbias, const i
         for (int p = offsets[bucket] + (int)threadIdx.x; p < offsets[bucket + 1];
              p += blockDim.x)
             sum += d[positions[p]];
-        sum = block_sum_double(sum, shared);
+        sum = block_reduce_sum(sum, shared);
         if (threadIdx.x == 0)
             dtable[g] += (float)sum;
     }
@@ -325,7 +276,7 @@ __global__ static void attention_softmax_backward_kernel(float *ds, const float 
             }
             dot += (double)g * p[j];
         }
-        float total = (float)block_sum_double(dot, shared);
+        float total = (float)block_reduce_sum(dot, shared);
         for (int j = threadIdx.x; j < tk; j += blockDim.x)
             d[j] = p[j] * (d[j] - total);
     }

@@ -19,6 +19,7 @@ extern "C" {
 #include "../src/backend.h"
 #include "../src/backend_cuda.h"
 }
+#include "../src/philox.h"
 
 // Threads per block of the row kernels and the reductions; a power of two.
 #define CUDA_THREADS 256
@@ -100,30 +101,39 @@ void cuda_gemm_batched(int trans_a, int trans_b, int m, int n, int k, float alph
 // cuBLAS's compute type for the precision mode.
 cublasComputeType_t cuda_compute_type(void);
 
-// Philox-4x32-10, the same function as src/rng.c, on the device.
-__host__ __device__ static inline void cuda_philox(uint64_t key, uint64_t counter,
-                                                   uint32_t out[4])
+// Block reductions over blockDim.x threads (a power of two, at most
+// CUDA_THREADS) through `shared`, which has blockDim.x elements. Every thread
+// of the block must call them, and every thread gets the result; the
+// closing barrier lets the caller reuse `shared` at once. The maximum skips
+// NaN as the CPU's `if (x > max)` loops do.
+template <typename T> __device__ static inline T block_reduce_sum(T value, T *shared)
 {
-    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
-    uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
-    for (int round = 0; round < 10; round++) {
-        uint64_t p0 = (uint64_t)0xD2511F53u * c0;
-        uint64_t p1 = (uint64_t)0xCD9E8D57u * c2;
-        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
-        uint32_t n1 = (uint32_t)p1;
-        uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-        uint32_t n3 = (uint32_t)p0;
-        c0 = n0;
-        c1 = n1;
-        c2 = n2;
-        c3 = n3;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
+    unsigned t = threadIdx.x;
+    shared[t] = value;
+    __syncthreads();
+    for (unsigned stride = blockDim.x / 2; stride > 0; stride /= 2) {
+        if (t < stride)
+            shared[t] += shared[t + stride];
+        __syncthreads();
     }
-    out[0] = c0;
-    out[1] = c1;
-    out[2] = c2;
-    out[3] = c3;
+    T total = shared[0];
+    __syncthreads();
+    return total;
+}
+
+__device__ static inline float block_reduce_max(float value, float *shared)
+{
+    unsigned t = threadIdx.x;
+    shared[t] = value;
+    __syncthreads();
+    for (unsigned stride = blockDim.x / 2; stride > 0; stride /= 2) {
+        if (t < stride && shared[t + stride] > shared[t])
+            shared[t] = shared[t + stride];
+        __syncthreads();
+    }
+    float max = shared[0];
+    __syncthreads();
+    return max;
 }
 
 // The dropout keep factor of stream index `index`: keep_scale when its
@@ -133,7 +143,7 @@ __host__ __device__ static inline float cuda_dropout_factor(uint64_t seed, uint6
                                                             float keep_scale)
 {
     uint32_t w[4];
-    cuda_philox(seed, index >> 3, w);
+    philox4x32_block(seed, index >> 3, w);
     unsigned lane = (unsigned)(index & 7);
     uint32_t word = w[lane >> 1];
     uint32_t value = lane & 1 ? word >> 16 : word & 0xffffu;

@@ -20,39 +20,6 @@ extern "C" {
 // sums over chunks are added up.
 #define STATS_CHUNK 64
 
-// ---------------------------------------------------------------------------
-// Block reductions. Every thread of the block must call them, with blockDim.x
-// equal to CUDA_THREADS; each returns the result to every thread.
-
-__device__ static double block_sum(double value, double *shared)
-{
-    shared[threadIdx.x] = value;
-    __syncthreads();
-    for (unsigned stride = blockDim.x / 2; stride > 0; stride /= 2) {
-        if (threadIdx.x < stride)
-            shared[threadIdx.x] += shared[threadIdx.x + stride];
-        __syncthreads();
-    }
-    double total = shared[0];
-    // the next call may overwrite shared only after every thread read it
-    __syncthreads();
-    return total;
-}
-
-__device__ static float block_max(float value, float *shared)
-{
-    shared[threadIdx.x] = value;
-    __syncthreads();
-    for (unsigned stride = blockDim.x / 2; stride > 0; stride /= 2) {
-        if (threadIdx.x < stride && shared[threadIdx.x + stride] > shared[threadIdx.x])
-            shared[threadIdx.x] = shared[threadIdx.x + stride];
-        __syncthreads();
-    }
-    float max = shared[0];
-    __syncthreads();
-    return max;
-}
-
 // out[0] = the sum of count partial sums, in one block.
 static __global__ void sum_partials_kernel(const double *partials, int count, double *out)
 {
@@ -60,7 +27,7 @@ static __global__ void sum_partials_kernel(const double *partials, int count, do
     double sum = 0.0;
     for (int i = threadIdx.x; i < count; i += blockDim.x)
         sum += partials[i];
-    sum = block_sum(sum, shared);
+    sum = block_reduce_sum(sum, shared);
     if (threadIdx.x == 0)
         out[0] = sum;
 }
@@ -371,7 +338,7 @@ static __global__ void moe_combine_backward_kernel(int n, int d, const float *do
         double dot = 0.0;
         for (int j = threadIdx.x; j < d; j += blockDim.x)
             dot += (double)g[j] * src[j];
-        dot = block_sum(dot, shared);
+        dot = block_reduce_sum(dot, shared);
         if (threadIdx.x == 0)
             dpmax[t] = (float)dot;
 
@@ -448,7 +415,7 @@ static __global__ void router_z_loss_kernel(int n, int experts, const float *log
         for (int e = 0; e < experts; e++)
             dl[e] += (float)(grad_scale * 2.0 * lse * exp((double)l[e] - lse));
     }
-    sum_squares = block_sum(sum_squares, shared);
+    sum_squares = block_reduce_sum(sum_squares, shared);
     if (threadIdx.x == 0)
         partials[blockIdx.x] = sum_squares;
 }
@@ -640,7 +607,7 @@ static __global__ void cross_entropy_kernel(int n, int vocab, const float *logit
         for (int j = threadIdx.x; j < vocab; j += blockDim.x)
             if (l[j] > max)
                 max = l[j];
-        max = block_max(max, max_shared);
+        max = block_reduce_max(max, max_shared);
 
         double sum = 0.0;
         for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
@@ -648,7 +615,7 @@ static __global__ void cross_entropy_kernel(int n, int vocab, const float *logit
             dl[j] = e;
             sum += e;
         }
-        sum = block_sum(sum, sum_shared);
+        sum = block_reduce_sum(sum, sum_shared);
 
         float factor = (float)(scale / sum);
         for (int j = threadIdx.x; j < vocab; j += blockDim.x) {

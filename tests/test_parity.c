@@ -22,6 +22,7 @@
 #include "model.h"
 #include "safetensors.h"
 #include "test.h"
+#include "parity_fixture.h"
 
 #define TOLERANCE 1e-4
 
@@ -29,120 +30,18 @@
 static double worst_error;
 static char worst_label[160];
 
-static const char *fixture_names[] = { "step2_e4_tied", "step3_e8_untied", "capacity_drop",
-                                       "step1_all_moe" };
-
-struct fixture {
-    struct safetensors *st;
-    struct model_config cfg;
-    int B, Te, Td;
-    int reference_router_losses;
-    int32_t *input_ids, *mask, *labels, *decoder_ids;
-};
-
-static char *fixture_path(const char *name)
+/* Opens a fixture for comparison with the reference. The workbench computes
+ * a router loss at sparse step 1, where the reference computes none, so the
+ * comparison turns the router loss terms off to compare everything else. */
+static int reference_fixture_open(struct fixture *f, const char *name)
 {
-    static char path[1024];
-    const char *root = getenv("CAEM_ROOT");
-    snprintf(path, sizeof path, "%s/tests/fixtures/parity_%s.safetensors",
-             root != NULL ? root : ".", name);
-    return path;
-}
-
-static int32_t *read_ids(struct fixture *f, const char *name, int *rows, int *cols)
-{
-    const struct st_tensor *t = safetensors_find(f->st, name);
-    CHECK_MSG(t != NULL && t->ndim == 2, "fixture tensor %s missing or not 2-D", name);
-    if (t == NULL || t->ndim != 2)
-        return NULL;
-    *rows = (int)t->shape[0];
-    *cols = (int)t->shape[1];
-    int64_t *wide = malloc(sizeof(int64_t) * t->count);
-    int32_t *ids = malloc(sizeof(int32_t) * t->count);
-    struct caem_error err;
-    if (safetensors_read_i64(f->st, name, wide, t->count, &err) != 0)
-        printf("  %s\n", err.message);
-    for (size_t i = 0; i < t->count; i++)
-        ids[i] = (int32_t)wide[i];
-    free(wide);
-    return ids;
-}
-
-static int fixture_open(struct fixture *f, const char *name)
-{
-    struct caem_error err;
-    memset(f, 0, sizeof *f);
-    if (safetensors_open(&f->st, fixture_path(name), &err) != 0) {
-        printf("  %s\n", err.message);
+    if (fixture_open(f, name) != 0)
         return -1;
-    }
-    const char *json = safetensors_metadata(f->st, "config");
-    config_preset(&f->cfg, "tiny", &err);
-    if (json == NULL || config_from_json(&f->cfg, json, &err) != 0) {
-        printf("  config: %s\n", json == NULL ? "missing" : err.message);
-        return -1;
-    }
-    /* For sparse step 1 the reference computes no router loss, because it
-     * does so only for steps above 1. The workbench does, so the comparison
-     * turns the router loss terms off to compare everything else. */
-    f->reference_router_losses = f->cfg.encoder_sparse_step != 1;
     if (!f->reference_router_losses) {
         f->cfg.router_z_loss_coef = 0.0f;
         f->cfg.router_aux_loss_coef = 0.0f;
     }
-    int rows, cols;
-    f->input_ids = read_ids(f, "input.input_ids", &f->B, &f->Te);
-    f->mask = read_ids(f, "input.attention_mask", &rows, &cols);
-    f->labels = read_ids(f, "input.labels", &rows, &f->Td);
-    f->decoder_ids = read_ids(f, "input.decoder_input_ids", &rows, &cols);
-    return f->input_ids && f->mask && f->labels && f->decoder_ids ? 0 : -1;
-}
-
-static void fixture_close(struct fixture *f)
-{
-    safetensors_close(f->st);
-    free(f->input_ids);
-    free(f->mask);
-    free(f->labels);
-    free(f->decoder_ids);
-}
-
-/* Loads every "param.<hf name>" tensor into the model; checks that every
- * model tensor was given a value. */
-static int load_params(struct fixture *f, struct model *m)
-{
-    struct caem_error err;
-    unsigned char *seen = calloc((size_t)m->layout.count, 1);
-    int status = 0;
-    for (int i = 0; i < safetensors_count(f->st); i++) {
-        const struct st_tensor *t = safetensors_at(f->st, i);
-        if (strncmp(t->name, "param.", 6) != 0)
-            continue;
-        char name[PARAM_NAME_MAX];
-        if (hf_name_to_param(&m->config, t->name + 6, name, sizeof name, &err) != 0) {
-            printf("  %s\n", err.message);
-            status = -1;
-            continue;
-        }
-        const struct param_info *p = param_find(&m->layout, name);
-        CHECK_MSG(p != NULL, "no tensor %s for %s", name, t->name);
-        if (p == NULL) {
-            status = -1;
-            continue;
-        }
-        if (safetensors_read_f32(f->st, t->name, m->params + p->offset, p->count, &err) != 0) {
-            printf("  %s\n", err.message);
-            status = -1;
-        }
-        seen[p - m->layout.tensors] = 1;
-    }
-    for (int i = 0; i < m->layout.count; i++) {
-        CHECK_MSG(seen[i], "tensor %s has no value in the fixture", m->layout.tensors[i].name);
-        if (!seen[i])
-            status = -1;
-    }
-    free(seen);
-    return status;
+    return 0;
 }
 
 /* max |a - ref| / max |ref|; when the reference is all zero, max |a|. */
@@ -277,16 +176,10 @@ static void check_gradients(struct fixture *f, struct model *m)
     CHECK_INT_EQ(checked, m->layout.count);
 }
 
-static struct batch fixture_batch(const struct fixture *f)
-{
-    struct batch b = { f->B, f->Te, f->Td, f->input_ids, f->mask, f->decoder_ids, f->labels };
-    return b;
-}
-
 static void run_forward_backward(const char *fixture, int training)
 {
     struct fixture f;
-    if (fixture_open(&f, fixture) != 0) {
+    if (reference_fixture_open(&f, fixture) != 0) {
         CHECK_MSG(0, "cannot open fixture %s", fixture);
         return;
     }
@@ -314,7 +207,7 @@ static void run_forward_backward(const char *fixture, int training)
 static void run_adamw(const char *fixture)
 {
     struct fixture f;
-    if (fixture_open(&f, fixture) != 0) {
+    if (reference_fixture_open(&f, fixture) != 0) {
         CHECK_MSG(0, "cannot open fixture %s", fixture);
         return;
     }

@@ -10,98 +10,11 @@
  * backends sum in different orders, which is about 1e-6 per GEMM in float32
  * and grows through the layers and the backward pass. */
 #include "adamw.h"
-#include "config.h"
 #include "cuda_check.h"
-#include "hf_names.h"
-#include "model.h"
-#include "safetensors.h"
+#include "parity_fixture.h"
 
 #define MODEL_TOLERANCE 1e-4
 #define TRAIN_STEPS 20
-
-static const char *fixture_names[] = { "step2_e4_tied", "step3_e8_untied", "capacity_drop",
-                                       "step1_all_moe" };
-
-struct fixture {
-    struct safetensors *st;
-    struct model_config cfg;
-    int B, Te, Td;
-    int32_t *input_ids, *mask, *labels, *decoder_ids;
-};
-
-static int32_t *read_ids(struct fixture *f, const char *name, int *rows, int *cols)
-{
-    const struct st_tensor *t = safetensors_find(f->st, name);
-    if (t == NULL || t->ndim != 2)
-        return NULL;
-    *rows = (int)t->shape[0];
-    *cols = (int)t->shape[1];
-    int64_t *wide = malloc(sizeof(int64_t) * t->count);
-    int32_t *ids = malloc(sizeof(int32_t) * t->count);
-    struct caem_error err;
-    if (safetensors_read_i64(f->st, name, wide, t->count, &err) != 0)
-        printf("  %s\n", err.message);
-    for (size_t i = 0; i < t->count; i++)
-        ids[i] = (int32_t)wide[i];
-    free(wide);
-    return ids;
-}
-
-static int fixture_open(struct fixture *f, const char *name)
-{
-    struct caem_error err;
-    char path[1024];
-    const char *root = getenv("CAEM_ROOT");
-    snprintf(path, sizeof path, "%s/tests/fixtures/parity_%s.safetensors",
-             root != NULL ? root : ".", name);
-    memset(f, 0, sizeof *f);
-    if (safetensors_open(&f->st, path, &err) != 0) {
-        printf("  %s\n", err.message);
-        return -1;
-    }
-    const char *json = safetensors_metadata(f->st, "config");
-    config_preset(&f->cfg, "tiny", &err);
-    if (json == NULL || config_from_json(&f->cfg, json, &err) != 0) {
-        printf("  config: %s\n", json == NULL ? "missing" : err.message);
-        return -1;
-    }
-    int rows, cols;
-    f->input_ids = read_ids(f, "input.input_ids", &f->B, &f->Te);
-    f->mask = read_ids(f, "input.attention_mask", &rows, &cols);
-    f->labels = read_ids(f, "input.labels", &rows, &f->Td);
-    f->decoder_ids = read_ids(f, "input.decoder_input_ids", &rows, &cols);
-    return f->input_ids && f->mask && f->labels && f->decoder_ids ? 0 : -1;
-}
-
-static void fixture_close(struct fixture *f)
-{
-    safetensors_close(f->st);
-    free(f->input_ids);
-    free(f->mask);
-    free(f->labels);
-    free(f->decoder_ids);
-}
-
-/* Reads every "param.<hf name>" tensor into the CPU model. */
-static int load_params(struct fixture *f, struct model *m)
-{
-    struct caem_error err;
-    for (int i = 0; i < safetensors_count(f->st); i++) {
-        const struct st_tensor *t = safetensors_at(f->st, i);
-        if (strncmp(t->name, "param.", 6) != 0)
-            continue;
-        char name[PARAM_NAME_MAX];
-        const struct param_info *p = NULL;
-        if (hf_name_to_param(&m->config, t->name + 6, name, sizeof name, &err) == 0)
-            p = param_find(&m->layout, name);
-        if (p == NULL ||
-            safetensors_read_f32(f->st, t->name, m->params + p->offset, p->count, &err) != 0) {
-            printf("  cannot load %s\n", t->name);
-            return -1;
-        }
-    }
-    return 0;
-}
 
 /* The CPU model with the fixture's parameters and a CUDA model with a copy. */
 static int models_create(struct fixture *f, struct model **cpu, struct model **gpu)
@@ -116,12 +29,6 @@ static int models_create(struct fixture *f, struct model **cpu, struct model **g
     }
     cuda_be->upload((*gpu)->params, (*cpu)->params, sizeof(float) * (*cpu)->layout.total);
     return 0;
-}
-
-static struct batch fixture_batch(const struct fixture *f)
-{
-    struct batch b = { f->B, f->Te, f->Td, f->input_ids, f->mask, f->decoder_ids, f->labels };
-    return b;
 }
 
 static void check_loss(const char *label, double got, double want)
