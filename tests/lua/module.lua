@@ -148,3 +148,30 @@ test("print_usage formats layers", function()
   expect_error("unknown option 'expert' for caem.print_usage", caem.print_usage,
                usage_table(), { expert = 2 })
 end)
+
+test("device get and set", function()
+  local previous = caem.device()
+  assert(previous == "cpu" or previous == "cuda", "device " .. tostring(previous))
+  assert(caem.device("cpu") == "cpu", "setting cpu")
+  assert(caem.device() == "cpu", "cpu kept")
+  local ok, err = pcall(caem.device, "gpu")
+  assert(not ok and err:find("unknown device 'gpu'", 1, true), tostring(err))
+  assert(caem.device() == "cpu", "a rejected name leaves the device alone")
+  ok, err = pcall(caem.device, "cuda")
+  assert(ok or err:find("caem.device: ", 1, true), tostring(err))
+  assert(caem.device(previous) == previous, "restored")
+end)
+
+test("precision get and set", function()
+  assert(caem.precision() == "fp32", "default " .. caem.precision())
+  local ok, err = pcall(caem.precision, "fp16")
+  assert(not ok and err:find("fp16", 1, true), tostring(err))
+  ok, err = pcall(caem.precision, "tf32")
+  if ok then
+    assert(err == "tf32", "set " .. tostring(err))
+    assert(caem.precision("fp32") == "fp32", "restored")
+  else
+    assert(err:find("needs the CUDA backend", 1, true), tostring(err))
+  end
+  assert(caem.precision() == "fp32", "fp32 again")
+end)
