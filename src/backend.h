@@ -240,9 +240,9 @@ void backend_cpu_set_threads(int threads);
  * prints one line on stderr saying why. */
 int backend_select(const struct backend **out, const char *name, struct caem_error *err);
 
-/* The device of models that are created without naming one (the Lua
- * module's, for one): set by --device or caem.device; before that, the
- * environment variable CAEM_DEVICE when it names one, else "auto". */
+/* The device of models that are created without naming one, such as the
+ * Lua module's. --device or caem.device sets it. Before that it is the
+ * environment variable CAEM_DEVICE when that names a device, else "auto". */
 int backend_set_default(const char *name, struct caem_error *err);
 const char *backend_default_name(void);
 /* Resolves the default device's backend (see backend_select). */

@@ -1,10 +1,10 @@
 /* The whole model on the CUDA backend against the CPU reference, on the
  * parity fixtures (tests/fixtures/parity_*.safetensors: tiny Switch
  * Transformers with the reference's parameters and one batch). Both models
- * get the same parameters; the test compares the losses, the logits, the
- * routing of every MoE layer and every gradient after one forward and
- * backward (with dropout and jitter in training mode, without in
- * evaluation), then the losses of 20 AdamW steps.
+ * get the same parameters. After one forward and backward (with dropout and
+ * jitter in training mode, without in evaluation) the test compares the
+ * losses, the logits, the routing of every MoE layer and every gradient.
+ * Then it compares the losses of 20 AdamW steps.
  *
  * Tolerance: the parity tests' 1e-4 relative error per tensor; the two
  * backends sum in different orders, which is about 1e-6 per GEMM in float32

@@ -6,7 +6,7 @@
 // garbage on a GPU, gets a SIGSEGV with a message naming the region.
 // Kernel arguments that point to host memory stop the program, as cuBLAS
 // arguments do. New allocations are filled with 0xff bytes (NaN floats, -1
-// integers), so a kernel that reads memory nobody wrote shows it.
+// integers), so a kernel that reads memory no kernel or copy wrote shows it.
 #include "cuda_runtime.h"
 #include "cublas_v2.h"
 #include "cuda_emu_launch.h"

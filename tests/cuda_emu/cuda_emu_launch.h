@@ -8,8 +8,8 @@
 #include "cuda_runtime.h"
 
 // Runs body once per thread of every block. With uses_barrier the threads
-// of a block run as fibers that switch at __syncthreads; without it they
-// run one after another, and a __syncthreads stops the program.
+// of a block run as fibers that switch at __syncthreads. Without it they
+// run one after another, and a call of __syncthreads stops the program.
 void cuda_emu_run(const char *name, int uses_barrier, dim3 grid, dim3 block,
                   const std::function<void()> &body);
 // Stops the program: kernel `name` got a host pointer as argument `index`.

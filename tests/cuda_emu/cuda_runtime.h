@@ -20,7 +20,7 @@
 // shared memory.
 #define __shared__ static
 
-// The runtime version this emulation stands in for (CUDA 13.0).
+// The runtime version that this emulation imitates (CUDA 13.0).
 #define CUDART_VERSION 13000
 
 struct dim3 {
